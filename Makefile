@@ -1,0 +1,42 @@
+# The two commands of the README:  make run  (the demo workflow)  and  make test  (the test suite).
+# Both create .venv and install the pinned requirements when they are missing or changed.
+
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-12)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+SNAKEMAKE := $(VENV)/bin/snakemake
+
+.PHONY: run test test-fast lint bench dag report clean
+
+$(STAMP): requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## run: the whole workflow on the built-in demo dataset, on $(CORES) cores
+run: $(STAMP)
+	$(SNAKEMAKE) --workflow-profile profiles/workstation --cores $(CORES) --configfile config/demo.yaml
+
+## test: the whole test suite (unit, workflow, SLURM when available)
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -rs tests
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -rs tests/unit
+
+lint: $(STAMP)
+	$(SNAKEMAKE) --lint --configfile config/demo.yaml
+
+## dag: the picture of the rule graph used in the README
+dag: $(STAMP)
+	$(SNAKEMAKE) --rulegraph --configfile config/demo.yaml | dot -Tsvg > docs/rulegraph.svg
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
+
+clean:
+	rm -rf results logs .snakemake benchmarks/out

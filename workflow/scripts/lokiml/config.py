@@ -1,0 +1,117 @@
+"""Configuration: JSON-Schema validation with defaults, and checks a schema cannot express.
+
+Used by ``workflow/rules/common.smk`` before the DAG is built, and by the tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+
+
+def _extend_with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _extend_with_defaults(jsonschema.Draft7Validator)
+
+
+def load_schema(path=SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _where(error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "(top level)"
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Return a validated copy of ``config`` with defaults filled in.
+
+    Raises :class:`ConfigError` naming the offending key.
+    """
+    schema = schema or load_schema()
+    cfg = copy.deepcopy(config)
+    # An experiment set to null is switched off: a config file given with
+    # --configfile is merged key by key into config/config.yaml, and this is how
+    # it removes an experiment it does not want.
+    if isinstance(cfg.get("experiments"), dict):
+        cfg["experiments"] = {k: v for k, v in cfg["experiments"].items() if v is not None}
+    validator = _Validator(schema)
+    # Defaults are filled while validating; run twice so that defaults inside
+    # defaults (an object that was itself defaulted) are filled too.
+    for _ in range(2):
+        errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+        if errors:
+            lines = []
+            for e in errors[:10]:
+                msg = e.message
+                if e.validator == "additionalProperties":
+                    msg = msg.replace("Additional properties are not allowed", "unknown key")
+                lines.append(f"  config key {_where(e)}: {msg}")
+            raise ConfigError("invalid configuration:\n" + "\n".join(lines) + "\n(see config/README.md)")
+    _check_semantics(cfg)
+    return cfg
+
+
+def _check_semantics(cfg: dict) -> None:
+    s = cfg["split"]
+    total = s["train"] + s["valid"] + s["test"]
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ConfigError(
+            f"config key split: train + valid + test must sum to 1, got "
+            f"{s['train']} + {s['valid']} + {s['test']} = {total:g}"
+        )
+    seen = {}
+    for name in cfg["classes"]:
+        key = class_slug(name)
+        if key in seen:
+            raise ConfigError(
+                f"config key classes: {name!r} and {seen[key]!r} map to the same file name {key!r}; rename one"
+            )
+        seen[key] = name
+
+
+def class_slug(name: str) -> str:
+    """A safe, distinct, readable file-name form of a class name.
+
+    Letters, digits, '-', '_' and '.' are kept; anything else becomes '_'; a short
+    hash of the original name is appended whenever anything was changed, so that
+    'a/b' and 'a_b' stay distinct.
+    """
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    if slug != name or slug.startswith(".") or not slug:
+        digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+        slug = f"{slug.strip('.') or 'class'}-{digest}"
+    return slug
+
+
+def params_hash(obj) -> str:
+    """A stable short hash of a JSON-able object (for cache keys)."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def image_sizes(cfg: dict) -> list[int]:
+    """Every image size that some experiment needs, sorted."""
+    return sorted({int(e["image_size"]) for e in cfg["experiments"].values() if e.get("kind", "cnn") == "cnn"})

@@ -1,0 +1,284 @@
+"""From EcoTaxa tables to a clean objects table and a ledger of every input row.
+
+Every row of every table in the export ends up in the ledger exactly once,
+with ``outcome`` either ``used`` or the reason it was dropped. The objects
+table holds the used rows, with the training class they map to and a stable
+reference to their image inside the export.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .ecotaxa import Export, InputError
+
+log = logging.getLogger(__name__)
+
+# Ledger outcomes, in the order the checks are made.
+USED = "used"
+REASONS = {
+    "other_image_rank": "a second image of an object (img_rank other than the configured one)",
+    "status_not_selected": "object_annotation_status not in the configured statuses",
+    "no_category": "object_annotation_category is empty",
+    "unmapped_category": "category maps to none of the configured classes",
+    "dropped_by_mapping": "the class mapping table says drop",
+    "duplicate_object_id": "object_id seen before in the export (the first one is used)",
+    "no_image_name": "img_file_name is empty",
+    "unsafe_image_path": "img_file_name is absolute or climbs out of the export's folder",
+    "missing_image": "the image file named in img_file_name is not in the export",
+    "unreadable_image": "the image cannot be decoded (corrupt, truncated or not an image)",
+    "image_too_large": "the image header claims more pixels than normalise.max_pixels",
+}
+
+LEDGER_COLUMNS = ["source", "line", "object_id", "img_file_name", "status", "category", "class_name", "outcome"]
+FIXED_COLUMNS = ["object_id", "class_name", "category", "image_ref", "source", "line"]
+
+
+class ClassMatcher:
+    """Map an EcoTaxa category (and lineage) to one training class, by exact names only.
+
+    A row matches class C when its category equals C, or one node of its lineage
+    equals C; the deepest matching node wins. Lineage comes from
+    ``object_annotation_hierarchy`` ('>'-separated, root first) when present,
+    else from the category itself when it carries its parents EcoTaxa-style
+    ('Noctiluca scintillans<Noctiluca<Noctilucaceae', deepest first).
+    A mapping table (source node -> class or 'drop') is consulted at each node
+    before the class names, so it can merge, rename or drop.
+    """
+
+    DROP = object()
+
+    def __init__(self, classes, mapping: dict[str, str] | None = None):
+        self.classes = list(classes)
+        self._targets: dict[str, object] = {c: c for c in self.classes}
+        for src, dst in (mapping or {}).items():
+            self._targets[src] = self.DROP if dst == "drop" else dst
+        self._cache: dict[tuple[str, str], object] = {}
+
+    @staticmethod
+    def lineage(category: str, hierarchy: str = "") -> list[str]:
+        """Nodes from deepest to root, starting with the category as written."""
+        nodes = [category.strip()]
+        if "<" in category:
+            nodes += [p.strip() for p in category.split("<")]
+        if hierarchy:
+            nodes += [p.strip() for p in reversed(hierarchy.split(">"))]
+        out, seen = [], set()
+        for n in nodes:
+            if n and n not in seen:
+                seen.add(n)
+                out.append(n)
+        return out
+
+    def match(self, category: str, hierarchy: str = ""):
+        """Return the class name, :attr:`DROP`, or None when nothing matches."""
+        key = (category, hierarchy)
+        if key not in self._cache:
+            result = None
+            for node in self.lineage(category, hierarchy):
+                if node in self._targets:
+                    result = self._targets[node]
+                    break
+            self._cache[key] = result
+        return self._cache[key]
+
+
+def read_mapping(path, classes) -> dict[str, str]:
+    """Read a class mapping TSV with columns ``source`` and ``class`` (``drop`` drops)."""
+    from .ecotaxa import parse_table
+
+    with open(path, "rb") as fh:
+        table = parse_table(fh.read(), str(path))
+    missing = {"source", "class"} - set(table.df.columns)
+    if missing:
+        raise InputError(path, f"missing column(s) {sorted(missing)}", hint="a mapping table has the columns source and class")
+    mapping: dict[str, str] = {}
+    for line, src, dst in zip(table.lines, table.df["source"], table.df["class"]):
+        src, dst = src.strip(), dst.strip()
+        if not src:
+            raise InputError(path, "empty source", row=line)
+        if dst != "drop" and dst not in classes:
+            raise InputError(path, f"class {dst!r} is not among the configured classes", row=line,
+                             hint="use a configured class name or 'drop'")
+        if src in mapping and mapping[src] != dst:
+            raise InputError(path, f"source {src!r} is mapped twice ({mapping[src]!r} and {dst!r})", row=line)
+        mapping[src] = dst
+    return mapping
+
+
+def verify_image(data: bytes, name: str, max_pixels: int) -> str | None:
+    """Return None when the image decodes, else a ledger reason. Cheap: decodes at reduced scale."""
+    from PIL import Image
+
+    try:
+        with Image.open(_io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                return "image_too_large"
+            if w == 0 or h == 0:
+                return "unreadable_image"
+            if im.format == "JPEG":
+                im.draft("L", (max(1, w // 8), max(1, h // 8)))
+            im.load()
+    except Image.DecompressionBombError:
+        return "image_too_large"
+    except Exception:  # noqa: BLE001 - any decoder failure is an unreadable image
+        return "unreadable_image"
+    return None
+
+
+@dataclass
+class Selection:
+    objects: pd.DataFrame
+    ledger: pd.DataFrame
+
+    def summary(self) -> pd.DataFrame:
+        return self.ledger.groupby("outcome").size().rename("rows").reset_index()
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    if name in df.columns:
+        return df[name].astype(str).str.strip()
+    return pd.Series([""] * len(df), index=df.index, dtype=object)
+
+
+def select_objects(
+    export: Export,
+    classes,
+    statuses=("validated",),
+    mapping: dict[str, str] | None = None,
+    img_rank: int = 0,
+    max_pixels: int = 100_000_000,
+    threads: int = 1,
+    check_images: bool = True,
+) -> Selection:
+    """Select, map and check the rows of every table in ``export``."""
+    matcher = ClassMatcher(classes, mapping)
+    statuses = set(statuses)
+    ledgers, objects = [], []
+    seen_ids: set[str] = set()
+    for table in export.tables:
+        df = table.df
+        if "object_id" not in df.columns or "img_file_name" not in df.columns:
+            missing = [c for c in ("object_id", "img_file_name") if c not in df.columns]
+            raise InputError(table.source, f"missing required column(s) {missing}", row=1,
+                             hint="an EcoTaxa export names each object's object_id and img_file_name")
+        n = len(df)
+        object_id = _col(df, "object_id")
+        img_name = df["img_file_name"].astype(str)
+        status = _col(df, "object_annotation_status")
+        category = _col(df, "object_annotation_category")
+        hierarchy = _col(df, "object_annotation_hierarchy")
+        rank_raw = _col(df, "img_rank")
+        outcome = np.full(n, USED, dtype=object)
+        class_name = np.full(n, "", dtype=object)
+
+        rank = pd.to_numeric(rank_raw.replace({"": "0", "nan": "0", "NaN": "0"}), errors="coerce")
+        bad_rank = rank.isna().to_numpy()
+        if bad_rank.any():
+            i = int(np.flatnonzero(bad_rank)[0])
+            raise InputError(table.source, f"img_rank {rank_raw.iloc[i]!r} is not a number", row=table.lines[i])
+        outcome[(rank != img_rank).to_numpy()] = "other_image_rank"
+        pending = outcome == USED
+        outcome[pending & ~status.isin(statuses).to_numpy()] = "status_not_selected"
+        pending = outcome == USED
+        no_cat = category.isin(["", "nan", "NaN"]).to_numpy()
+        outcome[pending & no_cat] = "no_category"
+        # The class is looked up for every labelled row, so that the ledger can
+        # account per class even for rows dropped for another reason.
+        for i in np.flatnonzero(~no_cat):
+            m = matcher.match(category.iat[i], hierarchy.iat[i] if hierarchy.iat[i] not in ("nan", "NaN") else "")
+            if m is not None and m is not ClassMatcher.DROP:
+                class_name[i] = m
+            if outcome[i] != USED:
+                continue
+            if m is None:
+                outcome[i] = "unmapped_category"
+            elif m is ClassMatcher.DROP:
+                outcome[i] = "dropped_by_mapping"
+        for i in np.flatnonzero(outcome == USED):
+            oid = object_id.iat[i]
+            if oid in seen_ids:
+                outcome[i] = "duplicate_object_id"
+            else:
+                seen_ids.add(oid)
+
+        image_ref = np.full(n, "", dtype=object)
+        candidates = np.flatnonzero(outcome == USED)
+        for i in candidates:
+            name = img_name.iat[i].strip()
+            if not name or name in ("nan", "NaN"):
+                outcome[i] = "no_image_name"
+                continue
+            try:
+                if not export.image_exists(table, name):
+                    outcome[i] = "missing_image"
+                    continue
+                image_ref[i] = export.image_ref(table, name)
+            except InputError:
+                outcome[i] = "unsafe_image_path"
+        if check_images:
+            todo = [i for i in np.flatnonzero(outcome == USED)]
+
+            def check(i):
+                try:
+                    data = export.read_image_by_ref(image_ref[i])
+                except InputError:
+                    return "missing_image"
+                return verify_image(data, image_ref[i], max_pixels)
+
+            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+                for i, reason in zip(todo, pool.map(check, todo)):
+                    if reason:
+                        outcome[i] = reason
+
+        ledger = pd.DataFrame({
+            "source": table.source,
+            "line": table.lines,
+            "object_id": object_id.to_numpy(),
+            "img_file_name": img_name.to_numpy(),
+            "status": status.to_numpy(),
+            "category": category.to_numpy(),
+            "class_name": class_name,
+            "outcome": outcome,
+        })
+        ledgers.append(ledger)
+        used = outcome == USED
+        if used.any():
+            obj = df.loc[used].copy()
+            obj.insert(0, "line", np.asarray(table.lines)[used])
+            obj.insert(0, "source", table.source)
+            obj.insert(0, "image_ref", image_ref[used])
+            obj.insert(0, "category", category[used].to_numpy())
+            obj.insert(0, "class_name", class_name[used])
+            if "object_id" in obj.columns:
+                obj = obj.drop(columns=["object_id"])
+            obj.insert(0, "object_id", object_id[used].to_numpy())
+            objects.append(obj)
+
+    ledger = pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame(columns=LEDGER_COLUMNS)
+    if objects:
+        objects_df = pd.concat(objects, ignore_index=True).fillna("")
+    else:
+        objects_df = pd.DataFrame(columns=FIXED_COLUMNS)
+    objects_df = objects_df.sort_values(["class_name", "object_id"], kind="stable").reset_index(drop=True)
+    sel = Selection(objects_df, ledger)
+    _log_summary(sel, classes)
+    return sel
+
+
+def _log_summary(sel: Selection, classes) -> None:
+    counts = Counter(sel.ledger["outcome"])
+    log.info("ledger: %d input rows", len(sel.ledger))
+    for outcome, n in sorted(counts.items(), key=lambda kv: (kv[0] != USED, kv[0])):
+        log.info("  %-22s %8d  %s", outcome, n, REASONS.get(outcome, "kept for training"))
+    per_class = sel.objects["class_name"].value_counts()
+    for c in classes:
+        log.info("  class %-30s %8d objects", c, int(per_class.get(c, 0)))

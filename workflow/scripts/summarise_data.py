@@ -1,0 +1,14 @@
+"""Rule summarise_data: objects per class at each stage, and the ledger's drop reasons."""
+
+from lokiml.logs import redirect_to_log
+
+
+def main(smk):
+    redirect_to_log(smk.log[0])
+    from lokiml.pipeline import summarise_data
+
+    summarise_data(smk.input.ledger, smk.input.objects, smk.input.split, smk.output.summary, smk.params.classes)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821
