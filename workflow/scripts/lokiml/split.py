@@ -65,7 +65,7 @@ def split_items(balanced: pd.DataFrame, objects: pd.DataFrame, train: float = 0.
             if len(ids) < need:
                 raise InputError(source, f"class {cls!r} has {len(ids)} object(s): too few to split into {need} parts",
                                  hint="add objects, merge the class into another with class_mapping, or remove it")
-            ids = np.sort(ids)
+            ids = np.array(np.sort(ids), dtype=object)
             class_rng(seed, cls).shuffle(ids)
             counts = _counts(len(ids), fractions)
             start = 0
@@ -92,7 +92,7 @@ def _split_groups(originals: pd.DataFrame, obj: pd.DataFrame, column: str, fract
     """Assign whole groups to splits, greedily by deficit, in a seeded order."""
     groups = obj.loc[originals["object_id"], column].astype(str).to_numpy()
     sizes = pd.Series(1, index=groups).groupby(level=0).sum().sort_index()
-    names = sizes.index.to_numpy()
+    names = np.array(sizes.index.to_numpy(), dtype=object)
     rng = class_rng(seed, f"groups:{column}")
     rng.shuffle(names)
     total = len(originals)

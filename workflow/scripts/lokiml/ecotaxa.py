@@ -1,0 +1,684 @@
+"""Reading EcoTaxa tables and the images they name.
+
+An EcoTaxa *export* (or *import bundle*) is a tab-separated table -- one per
+sample or one for the whole project -- plus the image files that its
+``img_file_name`` column names, relative to the folder of the table. It comes
+as a single ``.tsv``/``.txt`` file, a folder, or a ``.zip``.
+
+Two layers:
+
+* :func:`parse_table` turns the bytes of one table into a :class:`Table`: every
+  cell as text, the optional ``[t]``/``[f]`` type row split off, and the
+  physical line number of every row kept for error messages. It copes with
+  what real files contain: UTF-8 with or without BOM, Latin-1/cp1252, LF, CRLF
+  or CR line endings, quoted or unquoted cells.
+* :class:`Export` (open it with :func:`open_export`) finds the tables of an
+  export and reads the images they name, refusing any path that would leave
+  the export (absolute paths, ``..``, zip-slip members, symlinks out of the
+  folder).
+
+The format follows what EcoTaxa itself accepts: the Python ``csv`` dialect
+with a tab delimiter, ``"`` as quote character and ``""`` as an escaped quote
+inside a quoted cell; a quote that does not open a cell is literal text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import posixpath
+import re
+import stat
+import sys
+import threading
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lokiml.errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Table",
+    "Export",
+    "ImageMissing",
+    "UnsafePath",
+    "parse_table",
+    "open_export",
+    "TABLE_PATTERNS",
+    "FALLBACK_PATTERNS",
+]
+
+#: Names of the tables of an export (matched case-insensitively on the file name).
+TABLE_PATTERNS = ("ecotaxa*.tsv", "ecotaxa*.txt")
+#: Looked for only when no file matches :data:`TABLE_PATTERNS`.
+FALLBACK_PATTERNS = ("*.tsv",)
+#: Suffixes of archives that are never opened inside an export; the user must unpack them.
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".gz", ".bz2", ".xz", ".7z", ".rar")
+_TABLE_SUFFIXES = (".tsv", ".txt")
+
+_TYPE_CODE = re.compile(r"^\[[tfn]\]$")
+# A cell that looks like an attempt at a type code (``[H]``, ``[T]``, ``[]``).
+_TYPE_LIKE = re.compile(r"^\[\w*\]$")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class ImageMissing(InputError):
+    """An image named by a table is not in the export."""
+
+
+class UnsafePath(InputError):
+    """A path would lead outside the export (absolute, ``..``, zip-slip, symlink out)."""
+
+
+@dataclass
+class Table:
+    """One EcoTaxa table, all cells as text.
+
+    ``lines[i]`` is the 1-based physical line in the file where row ``i`` of
+    ``df`` starts; use it, never the index, in messages to the user.
+    """
+
+    source: str  # display name: "path/export.zip!0/ecotaxa_0.tsv" or a file path
+    folder: str  # POSIX folder of the table inside the export ('' for its root)
+    df: pd.DataFrame  # every column as str, missing -> '', names stripped, no type row
+    types: dict[str, str] | None  # column -> '[t]'/'[f]'/'[n]' ('' where blank) if a type row was present
+    lines: list[int]  # 1-based physical line number of each df row
+    short_rows: list[int] = field(default_factory=list)  # lines of rows with fewer cells than the header (padded)
+    encoding: str = "utf-8"  # how the bytes were decoded: utf-8, utf-8-sig, utf-16, cp1252, latin-1, or mixed
+    header_line: int = 1  # physical line of the header
+
+    def line_of(self, index: int) -> int:
+        """Physical line of the row at position ``index`` of ``df``."""
+        return self.lines[index]
+
+
+# --------------------------------------------------------------------------- #
+# Parsing one table
+# --------------------------------------------------------------------------- #
+
+
+def parse_table(data: bytes, source: str) -> Table:
+    """Parse the bytes of one EcoTaxa table.
+
+    Raises :class:`InputError` naming ``source`` (and the row where there is
+    one) for an empty file, a binary file, a file without header, duplicate
+    column names, a row with more cells than the header, an unclosed quote, or
+    a type row with unknown codes. A header-only table gives zero rows. Rows
+    with fewer cells than the header are padded with '' and listed in
+    ``Table.short_rows``. Blank lines are skipped.
+
+    Speed: pandas' C parser builds the frame. The structure (where each record
+    starts, how many cells it has) comes from counting tabs per line when the
+    text has no quote character at all, else from one pass of the ``csv``
+    module, which also handles quoted cells that span lines.
+    """
+    if len(data) == 0:
+        raise InputError(source, "file is empty", hint="export the table again from EcoTaxa")
+    text, encoding = _decode(data, source)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+
+    records = _structure(text, source)  # [(line, n_cells)] of non-blank records
+    if not records:
+        raise InputError(source, "no header: the file holds only blank lines")
+    header_line, n_cols = records[0]
+    for line, n in records[1:]:
+        if n > n_cols:
+            raise InputError(
+                source,
+                f"row has {n} cells but the header (row {header_line}) has {n_cols}",
+                row=line,
+                hint="a value contains a tab, or a column name is missing from the header",
+            )
+
+    raw = _frame(text, n_cols, len(records), source)
+    header = [str(c).strip() for c in raw.iloc[0].tolist()]
+    body = raw.iloc[1:]
+    body_records = records[1:]
+
+    # Type row: the row under the header, made only of [t]/[f]/[n] codes.
+    types = None
+    if body_records and _is_type_row(body.iloc[0].tolist(), header, source, body_records[0][0]):
+        types = {name: str(code).strip().lower() for name, code in zip(header, body.iloc[0].tolist())}
+        body = body.iloc[1:]
+        body_records = body_records[1:]
+
+    body = body.reset_index(drop=True)
+    body.columns = range(n_cols)
+    keep = _check_header(header, body, body_records, header_line, source)
+    if len(keep) < n_cols:
+        body = body.iloc[:, keep]
+    names = [header[i] for i in keep]
+    body.columns = names
+    if types is not None:
+        types = {name: types.get(name, "") for name in names}
+
+    # A row is short when it stops before the last named column.
+    needed = keep[-1] + 1
+    short_rows = [line for line, n in body_records if n < needed]
+    if short_rows:
+        log.debug("%s: %d row(s) with fewer cells than the header, padded", source, len(short_rows))
+    return Table(
+        source=source,
+        folder="",
+        df=body,
+        types=types,
+        lines=[line for line, _ in body_records],
+        short_rows=short_rows,
+        encoding=encoding,
+        header_line=header_line,
+    )
+
+
+def _decode(data: bytes, source: str) -> tuple[str, str]:
+    """Decode table bytes: UTF-8 (BOM or not), UTF-16 with BOM, else cp1252/Latin-1.
+
+    A file that is mostly UTF-8 but has a few lines typed in another encoding
+    is decoded line by line, so that neither part turns into mojibake.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError as e:
+            raise InputError(source, f"starts with a UTF-16 mark but is not valid UTF-16 ({e.reason})") from None
+    if b"\x00" in data[:65536]:
+        raise InputError(
+            source, "looks like a binary file, not a text table", hint="an EcoTaxa table is tab-separated text"
+        )
+    if data.startswith(b"\xef\xbb\xbf"):
+        try:
+            return data[3:].decode("utf-8"), "utf-8-sig"
+        except UnicodeDecodeError:
+            data = data[3:]
+    else:
+        try:
+            return data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    # Not UTF-8 throughout: decode each line on its own.
+    parts = []
+    used = set()
+    for chunk in data.split(b"\n"):
+        try:
+            s = chunk.decode("utf-8")
+            if not chunk.isascii():
+                used.add("utf-8")
+        except UnicodeDecodeError:
+            try:
+                s = chunk.decode("cp1252")
+                used.add("cp1252")
+            except UnicodeDecodeError:  # bytes cp1252 leaves undefined (0x81, 0x8d, ...)
+                s = chunk.decode("latin-1")
+                used.add("latin-1")
+        parts.append(s)
+    legacy = sorted(used - {"utf-8"}, reverse=True)
+    if "utf-8" in used:
+        encoding = "mixed utf-8/" + "/".join(legacy)
+        log.warning("%s: mixes UTF-8 lines with %s lines; each line decoded on its own", source, "/".join(legacy))
+    else:
+        encoding = "latin-1" if legacy == ["latin-1"] else legacy[0] if legacy else "utf-8"
+        log.info("%s: not UTF-8, read as %s", source, encoding)
+    return "\n".join(parts), encoding
+
+
+def _structure(text: str, source: str) -> list[tuple[int, int]]:
+    """Return ``(line, n_cells)`` for every non-blank record of ``text`` (newlines normalised).
+
+    ``line`` is the 1-based physical line where the record starts. A record is
+    blank when all its cells are whitespace.
+    """
+    if '"' not in text:
+        # No quoting anywhere: one line is one record and tabs separate cells.
+        return [(i, line.count("\t") + 1) for i, line in enumerate(text.split("\n"), 1) if line.strip()]
+
+    _raise_csv_field_limit()
+    reader = csv.reader(io.StringIO(text), delimiter="\t", quotechar='"', doublequote=True, strict=False)
+    records = []
+    prev = 0
+    for row in reader:
+        start = prev + 1
+        prev = reader.line_num
+        if any(cell.strip() for cell in row):
+            records.append((start, len(row)))
+    # The csv module (non-strict) silently runs an unclosed quote to the end of
+    # the file; find out if that happened to the last record.
+    if records and prev > records[-1][0]:
+        tail = "\n".join(text.split("\n")[records[-1][0] - 1 :])
+        try:
+            list(csv.reader(io.StringIO(tail), delimiter="\t", quotechar='"', doublequote=True, strict=True))
+        except csv.Error as e:
+            if "unexpected end of data" in str(e):
+                raise InputError(
+                    source,
+                    'a quoted cell that starts on this row is never closed: it runs to the end of the file',
+                    row=records[-1][0],
+                    hint='a cell that starts with " must end with "; write a quote inside it as ""',
+                ) from None
+    return records
+
+
+def _raise_csv_field_limit() -> None:
+    """Allow big cells (the csv module refuses cells over 128 kB by default)."""
+    limit = sys.maxsize
+    while limit > csv.field_size_limit():
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:
+            limit //= 2
+
+
+def _frame(text: str, n_cols: int, n_records: int, source: str) -> pd.DataFrame:
+    """All non-blank records of ``text`` (header included) as a frame of ``n_cols`` str columns.
+
+    pandas' C parser does the work; if it disagrees with the structure found
+    by :func:`_structure` (exotic blank lines), the ``csv`` module builds the
+    frame instead, so the result always matches the recorded line numbers.
+    """
+    df = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            df = pd.read_csv(
+                io.BytesIO(text.encode("utf-8")),
+                sep="\t",
+                header=None,
+                names=list(range(n_cols)),
+                index_col=False,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                quoting=csv.QUOTE_MINIMAL,
+                quotechar='"',
+                doublequote=True,
+                skip_blank_lines=True,
+                engine="c",
+                encoding="utf-8",
+            )
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as e:
+        log.debug("%s: pandas could not parse (%s); using the csv module", source, e)
+    if df is not None:
+        df = _drop_blank_rows(df)
+        if len(df) != n_records:
+            log.debug("%s: pandas found %d records, expected %d; using the csv module", source, len(df), n_records)
+            df = None
+    if df is None:
+        df = _frame_csv(text, n_cols)
+    return df
+
+
+def _drop_blank_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Drop rows whose cells are all whitespace (cheap: only rows blank in column 0 are checked)."""
+    if df.empty:
+        return df
+    first_blank = df[0].str.strip() == ""
+    if not first_blank.any():
+        return df.reset_index(drop=True)
+    cand = df[first_blank]
+    blank = pd.Series(True, index=cand.index)
+    for col in cand.columns[1:]:
+        blank &= cand[col].str.strip() == ""
+    return df.drop(index=blank[blank].index).reset_index(drop=True)
+
+
+def _frame_csv(text: str, n_cols: int) -> pd.DataFrame:
+    """Slow, exact path: build the frame with the ``csv`` module."""
+    _raise_csv_field_limit()
+    rows = []
+    for row in csv.reader(io.StringIO(text), delimiter="\t", quotechar='"', doublequote=True, strict=False):
+        if any(cell.strip() for cell in row):
+            rows.append(row + [""] * (n_cols - len(row)) if len(row) < n_cols else row[:n_cols])
+    return pd.DataFrame(rows, columns=list(range(n_cols)), dtype=str)
+
+
+def _is_type_row(cells: list, header: list[str], source: str, line: int) -> bool:
+    """True if ``cells`` (the row under the header) is an EcoTaxa type row.
+
+    A row whose non-empty cells all look like codes (``[x]``) but include codes
+    other than ``[t]``, ``[f]``, ``[n]`` is refused rather than read as data.
+    """
+    values = [str(c).strip() for c in cells]
+    filled = [(i, v) for i, v in enumerate(values) if v]
+    if not filled:
+        return False
+    if all(_TYPE_CODE.match(v.lower()) for _, v in filled):
+        return True
+    if all(_TYPE_LIKE.match(v) for _, v in filled):
+        bad = [(header[i] if i < len(header) else f"column {i + 1}", v) for i, v in filled if not _TYPE_CODE.match(v.lower())]
+        shown = ", ".join(f"{v} in column {name!r}" for name, v in bad[:5])
+        raise InputError(
+            source,
+            f"the type row has unknown code(s): {shown}",
+            row=line,
+            hint="each cell of the row under the header must be [t] (text), [f] (number) or empty",
+        )
+    return False
+
+
+def _check_header(
+    header: list[str], body: pd.DataFrame, records: list[tuple[int, int]], header_line: int, source: str
+) -> list[int]:
+    """Validate column names; return the positions of the columns to keep.
+
+    Columns without a name are dropped when they hold no data (the usual
+    trailing tab); if one holds data the table is refused.
+    """
+    keep = []
+    for i, name in enumerate(header):
+        if name:
+            keep.append(i)
+            continue
+        filled = body[i].str.strip() != ""
+        if filled.any():
+            first = int(filled.to_numpy().nonzero()[0][0])
+            raise InputError(
+                source,
+                f"column {i + 1} has no name in the header (row {header_line}) but holds data",
+                row=records[first][0],
+                hint="name the column or remove it",
+            )
+    if not keep:
+        raise InputError(source, "no header: the first row has no column names", row=header_line)
+    seen: dict[str, int] = {}
+    dups = []
+    for i in keep:
+        if header[i] in seen:
+            dups.append(f"{header[i]!r} (columns {seen[header[i]] + 1} and {i + 1})")
+        else:
+            seen[header[i]] = i
+    if dups:
+        raise InputError(
+            source,
+            "duplicate column name(s): " + ", ".join(dups),
+            row=header_line,
+            hint="every column needs its own name",
+        )
+    return keep
+
+
+# --------------------------------------------------------------------------- #
+# Exports
+# --------------------------------------------------------------------------- #
+
+
+def _matches(name: str, patterns) -> bool:
+    """Case-insensitive match of a base name against glob-like ``prefix*suffix`` patterns."""
+    low = name.lower()
+    for pat in patterns:
+        prefix, _, suffix = pat.lower().partition("*")
+        if low.startswith(prefix) and low.endswith(suffix) and len(low) >= len(prefix) + len(suffix):
+            return True
+    return False
+
+
+def _is_junk(parts) -> bool:
+    """Hidden files and folders, macOS resource forks: never tables."""
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def _is_archive(name: str) -> bool:
+    return name.lower().endswith(_ARCHIVE_SUFFIXES)
+
+
+def _unsafe_member(name: str) -> bool:
+    """True for a zip member name that is absolute or climbs with ``..`` (zip-slip)."""
+    return name.startswith("/") or bool(_DRIVE.match(name)) or ".." in name.split("/") or "\x00" in name
+
+
+class Export:
+    """An EcoTaxa export or import bundle: a .tsv/.txt file, a folder, or a .zip.
+
+    ``tables`` holds every EcoTaxa table found, parsed, sorted by their path
+    inside the export. Images are named by a table's ``img_file_name``,
+    relative to the folder of that table. Reading from a zip is safe from
+    several threads. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.tables: list[Table] = []
+        self._zip: zipfile.ZipFile | None = None
+        self._members: dict[str, zipfile.ZipInfo] = {}  # safe member name (POSIX) -> info
+        self._unsafe: set[str] = set()  # member names never followed
+        self._lock = threading.Lock()
+        self._root: Path | None = None  # folder the refs are relative to (file and folder exports)
+        self._real_root: str | None = None
+
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        log.info("%s: %d table(s), %d row(s)", self.path, len(self.tables), sum(len(t.df) for t in self.tables))
+
+    # -- opening --------------------------------------------------------------
+
+    def _open(self) -> None:
+        p = self.path
+        if not p.exists():
+            raise InputError(p, "does not exist", hint="give a .tsv/.txt table, a folder or a .zip export")
+        if p.is_dir():
+            self._open_folder(p)
+        elif p.suffix.lower() == ".zip" or (not p.name.lower().endswith(_TABLE_SUFFIXES) and zipfile.is_zipfile(p)):
+            self._open_zip(p)
+        elif p.name.lower().endswith(_TABLE_SUFFIXES):
+            self._set_root(p.parent)
+            self.tables = [self._parse(p.read_bytes(), str(p), "")]
+        elif _is_archive(p.name):
+            raise InputError(p, "this kind of archive cannot be read directly", hint="unpack it, or zip it as a .zip")
+        else:
+            raise InputError(p, "is not an EcoTaxa export", hint="give a .tsv/.txt table, a folder or a .zip export")
+
+    def _set_root(self, root: Path) -> None:
+        self._root = root
+        self._real_root = os.path.realpath(root)
+
+    @staticmethod
+    def _parse(data: bytes, source: str, folder: str) -> Table:
+        table = parse_table(data, source)
+        table.folder = folder
+        return table
+
+    def _open_folder(self, root: Path) -> None:
+        self._set_root(root)
+        files = []  # POSIX paths relative to root
+        archives = []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            rel_dir = Path(dirpath).relative_to(root).as_posix()
+            rel_dir = "" if rel_dir == "." else rel_dir
+            dirnames[:] = sorted(d for d in dirnames if not _is_junk([d]))
+            for name in filenames:
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                if _is_junk([name]):
+                    continue
+                if _is_archive(name):
+                    archives.append(rel)
+                files.append(rel)
+        chosen = self._choose(files, archives)
+        for rel in chosen:
+            full = root / rel
+            real = os.path.realpath(full)
+            if not self._inside_root(real):
+                raise UnsafePath(full, f"is a link to {real}, outside the export folder {root}")
+            folder = posixpath.dirname(rel)
+            self.tables.append(self._parse(Path(real).read_bytes(), str(full), folder))
+
+    def _open_zip(self, path: Path) -> None:
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise InputError(path, f"is not a readable zip file ({e})", hint="download the export again") from None
+        files = []
+        archives = []
+        for info in self._zip.infolist():
+            if info.is_dir():
+                continue
+            name = self._member_name(info)
+            if _unsafe_member(name) or stat.S_ISLNK(info.external_attr >> 16):
+                log.warning("%s: zip member %r is absolute, climbs out with '..' or is a link: ignored", path, name)
+                self._unsafe.add(name)
+                continue
+            name = posixpath.normpath(name)
+            self._members[name] = info
+            if _is_junk(name.split("/")):
+                continue
+            if _is_archive(name):
+                archives.append(name)
+            files.append(name)
+        for name in self._choose(files, archives):
+            self.tables.append(self._parse(self._read_member(name), f"{path}!{name}", posixpath.dirname(name)))
+
+    @staticmethod
+    def _member_name(info: zipfile.ZipInfo) -> str:
+        """Member name with '/' separators, decoded as UTF-8 even when the zip does not say so."""
+        name = info.filename
+        if not info.flag_bits & 0x800:
+            try:  # zipfile decoded it as cp437; most tools actually write UTF-8
+                name = name.encode("cp437").decode("utf-8")
+            except (UnicodeEncodeError, UnicodeDecodeError):
+                pass
+        name = name.replace("\\", "/")
+        while name.startswith("./"):
+            name = name[2:]
+        return name
+
+    def _choose(self, files: list[str], archives: list[str]) -> list[str]:
+        """Pick the tables among ``files`` (POSIX relative paths), sorted; raise if there are none."""
+        for patterns in (TABLE_PATTERNS, FALLBACK_PATTERNS):
+            chosen = sorted(f for f in files if _matches(posixpath.basename(f), patterns))
+            if chosen:
+                if patterns is FALLBACK_PATTERNS:
+                    log.warning("%s: no ecotaxa*.tsv/.txt table; reading every .tsv: %s", self.path, chosen)
+                return chosen
+        looked = ", ".join(TABLE_PATTERNS) + ", then " + ", ".join(FALLBACK_PATTERNS)
+        problem = f"no EcoTaxa table found (looked for {looked})"
+        if archives:
+            shown = ", ".join(sorted(archives)[:5]) + (" ..." if len(archives) > 5 else "")
+            raise InputError(
+                self.path,
+                f"{problem}; it holds archive(s) that are not opened: {shown}",
+                hint="unpack the inner archive(s) and give the unpacked folder",
+            )
+        raise InputError(self.path, problem)
+
+    # -- images ---------------------------------------------------------------
+
+    def image_ref(self, table: Table, img_file_name: str) -> str:
+        """Canonical POSIX path of an image inside the export, e.g. ``"0/m106_1.jpg"``.
+
+        ``img_file_name`` is relative to the table's folder; backslashes count
+        as separators. Raises :class:`UnsafePath` for absolute paths and paths
+        that climb out of the export, :class:`ImageMissing` for an empty name.
+        """
+        name = str(img_file_name)
+        if not name.strip():
+            raise ImageMissing(table.source, "img_file_name is empty")
+        name = name.replace("\\", "/")
+        if name.startswith("/") or _DRIVE.match(name) or "\x00" in name:
+            raise UnsafePath(
+                table.source,
+                f"img_file_name {img_file_name!r} is an absolute path",
+                hint="image paths must be relative to the folder of the table",
+            )
+        ref = posixpath.normpath(posixpath.join(table.folder, name) if table.folder else name)
+        if ref == ".." or ref.startswith("../"):
+            raise UnsafePath(
+                table.source,
+                f"img_file_name {img_file_name!r} points outside the export",
+                hint="image paths must stay inside the export",
+            )
+        if ref == ".":
+            raise ImageMissing(table.source, f"img_file_name {img_file_name!r} names a folder, not an image")
+        return ref
+
+    def image_exists(self, table: Table, img_file_name: str) -> bool:
+        """True if the image exists in the export; raises :class:`UnsafePath` for unsafe names."""
+        try:
+            ref = self.image_ref(table, img_file_name)
+        except ImageMissing:
+            return False
+        if self._zip is not None:
+            if ref in self._unsafe:
+                raise UnsafePath(table.source, f"zip member {ref!r} is a link, not an image")
+            return ref in self._members
+        real = self._real_path(ref, table.source)
+        return os.path.isfile(real)
+
+    def read_image(self, table: Table, img_file_name: str) -> bytes:
+        """Bytes of the image named ``img_file_name`` in ``table``.
+
+        Raises :class:`ImageMissing` (naming the table) if it is not there,
+        :class:`UnsafePath` if the name leads outside the export.
+        """
+        ref = self.image_ref(table, img_file_name)
+        return self._read_ref(ref, table.source, img_file_name)
+
+    def read_image_by_ref(self, ref: str) -> bytes:
+        """Bytes of the image with canonical reference ``ref`` (see :meth:`image_ref`)."""
+        ref = str(ref)
+        if not ref or ref != posixpath.normpath(ref) or _unsafe_member(ref) or "\\" in ref or ref == ".":
+            raise UnsafePath(self.path, f"{ref!r} is not a canonical image reference inside the export")
+        return self._read_ref(ref, str(self.path), ref)
+
+    def _read_ref(self, ref: str, source: str, shown: str) -> bytes:
+        if self._zip is not None:
+            if ref in self._unsafe:
+                raise UnsafePath(source, f"zip member {ref!r} is a link, not an image")
+            if ref not in self._members:
+                raise ImageMissing(source, f"image {shown!r} not found in {self.path} (looked for member {ref!r})")
+            return self._read_member(ref)
+        real = self._real_path(ref, source)
+        try:
+            with open(real, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ImageMissing(
+                source, f"image {shown!r} not found (looked for {self._root / ref})"
+            ) from None
+
+    def _read_member(self, name: str) -> bytes:
+        info = self._members[name]
+        try:
+            with self._lock:
+                return self._zip.read(info)
+        except (zipfile.BadZipFile, RuntimeError, OSError, EOFError) as e:
+            # RuntimeError: encrypted member; BadZipFile: bad CRC or truncated file
+            raise InputError(f"{self.path}!{name}", f"cannot be read from the zip ({e})") from None
+
+    def _real_path(self, ref: str, source: str) -> str:
+        """Real path of ``ref`` under the root folder; refuse symlinks that lead out of it."""
+        real = os.path.realpath(self._root / ref)
+        if not self._inside_root(real):
+            raise UnsafePath(source, f"image {ref!r} is a link to {real}, outside the export folder {self._root}")
+        return real
+
+    def _inside_root(self, real: str) -> bool:
+        return real == self._real_root or real.startswith(self._real_root.rstrip(os.sep) + os.sep)
+
+    # -- lifetime -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the zip file, if any. Safe to call twice."""
+        with self._lock:
+            if self._zip is not None:
+                self._zip.close()
+
+    def __enter__(self) -> Export:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Export({str(self.path)!r}, tables={len(self.tables)})"
+
+
+def open_export(path) -> Export:
+    """Open an EcoTaxa export (a .tsv/.txt table, a folder or a .zip); see :class:`Export`."""
+    return Export(path)
