@@ -25,6 +25,7 @@ inside a quoted cell; a quote that does not open a cell is literal text.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import os
@@ -350,13 +351,13 @@ def _is_type_row(cells: list, header: list[str], source: str, line: int) -> bool
     if all(_TYPE_CODE.match(v.lower()) for _, v in filled):
         return True
     if all(_TYPE_LIKE.match(v) for _, v in filled):
-        bad = [(header[i] if i < len(header) else f"column {i + 1}", v) for i, v in filled if not _TYPE_CODE.match(v.lower())]
-        shown = ", ".join(f"{v} in column {name!r}" for name, v in bad[:5])
+        bad = [(i, v) for i, v in filled if not _TYPE_CODE.match(v.lower())]
+        shown = ", ".join(f"{v} in column {header[i] or i + 1!r}" for i, v in bad[:5])
         raise InputError(
             source,
             f"the type row has unknown code(s): {shown}",
             row=line,
-            hint="each cell of the row under the header must be [t] (text), [f] (number) or empty",
+            hint="each cell of the row under the header must be [t] (text), [f] (number), [n] or empty",
         )
     return False
 
@@ -434,15 +435,19 @@ def _unsafe_member(name: str) -> bool:
 class Export:
     """An EcoTaxa export or import bundle: a .tsv/.txt file, a folder, or a .zip.
 
-    ``tables`` holds every EcoTaxa table found, parsed, sorted by their path
-    inside the export. Images are named by a table's ``img_file_name``,
-    relative to the folder of that table. Reading from a zip is safe from
-    several threads. Use as a context manager, or call :meth:`close`.
+    ``tables`` holds every EcoTaxa table found, sorted by their path inside
+    the export: the files are found when the export is opened (which fails if
+    there is none) and parsed on first access to ``tables``. Images are named
+    by a table's ``img_file_name``, relative to the folder of that table.
+    Reading from a zip is safe from several threads. Use as a context
+    manager, or call :meth:`close`.
     """
 
     def __init__(self, path):
         self.path = Path(path)
-        self.tables: list[Table] = []
+        self._found: list[tuple[str, str, object]] = []  # (source, folder, () -> bytes) of each table
+        self._tables: list[Table] | None = None
+        self._tables_lock = threading.Lock()
         self._zip: zipfile.ZipFile | None = None
         self._members: dict[str, zipfile.ZipInfo] = {}  # safe member name (POSIX) -> info
         self._unsafe: set[str] = set()  # member names never followed
@@ -455,7 +460,26 @@ class Export:
         except BaseException:
             self.close()
             raise
-        log.info("%s: %d table(s), %d row(s)", self.path, len(self.tables), sum(len(t.df) for t in self.tables))
+        shown = ", ".join(src for src, _, _ in self._found[:5]) + (" ..." if len(self._found) > 5 else "")
+        log.info("%s: %d table(s): %s", self.path, len(self._found), shown)
+
+    @property
+    def tables(self) -> list[Table]:
+        """Every table of the export, parsed on first use (sorted by path inside the export).
+
+        Parsing is deferred so that jobs that only read images by reference do
+        not pay for parsing a large table; a broken table raises here.
+        """
+        with self._tables_lock:
+            if self._tables is None:
+                tables = []
+                for source, folder, load in self._found:
+                    table = parse_table(load(), source)
+                    table.folder = folder
+                    tables.append(table)
+                self._tables = tables
+                log.info("%s: %d row(s) in %d table(s)", self.path, sum(len(t.df) for t in tables), len(tables))
+            return self._tables
 
     # -- opening --------------------------------------------------------------
 
@@ -469,7 +493,7 @@ class Export:
             self._open_zip(p)
         elif p.name.lower().endswith(_TABLE_SUFFIXES):
             self._set_root(p.parent)
-            self.tables = [self._parse(p.read_bytes(), str(p), "")]
+            self._found = [(str(p), "", p.read_bytes)]
         elif _is_archive(p.name):
             raise InputError(p, "this kind of archive cannot be read directly", hint="unpack it, or zip it as a .zip")
         else:
@@ -478,12 +502,6 @@ class Export:
     def _set_root(self, root: Path) -> None:
         self._root = root
         self._real_root = os.path.realpath(root)
-
-    @staticmethod
-    def _parse(data: bytes, source: str, folder: str) -> Table:
-        table = parse_table(data, source)
-        table.folder = folder
-        return table
 
     def _open_folder(self, root: Path) -> None:
         self._set_root(root)
@@ -507,7 +525,7 @@ class Export:
             if not self._inside_root(real):
                 raise UnsafePath(full, f"is a link to {real}, outside the export folder {root}")
             folder = posixpath.dirname(rel)
-            self.tables.append(self._parse(Path(real).read_bytes(), str(full), folder))
+            self._found.append((str(full), folder, Path(real).read_bytes))
 
     def _open_zip(self, path: Path) -> None:
         try:
@@ -532,7 +550,7 @@ class Export:
                 archives.append(name)
             files.append(name)
         for name in self._choose(files, archives):
-            self.tables.append(self._parse(self._read_member(name), f"{path}!{name}", posixpath.dirname(name)))
+            self._found.append((f"{path}!{name}", posixpath.dirname(name), functools.partial(self._read_member, name)))
 
     @staticmethod
     def _member_name(info: zipfile.ZipInfo) -> str:
@@ -555,6 +573,8 @@ class Export:
             if chosen:
                 if patterns is FALLBACK_PATTERNS:
                     log.warning("%s: no ecotaxa*.tsv/.txt table; reading every .tsv: %s", self.path, chosen)
+                if archives:
+                    log.warning("%s: archive(s) inside the export are not opened: %s", self.path, sorted(archives))
                 return chosen
         looked = ", ".join(TABLE_PATTERNS) + ", then " + ", ".join(FALLBACK_PATTERNS)
         problem = f"no EcoTaxa table found (looked for {looked})"
@@ -563,7 +583,9 @@ class Export:
             raise InputError(
                 self.path,
                 f"{problem}; it holds archive(s) that are not opened: {shown}",
-                hint="unpack the inner archive(s) and give the unpacked folder",
+                hint="unpack the inner archive(s) and give the unpacked folder"
+                if self._zip is not None
+                else "give the .zip itself, or unpack it and give the unpacked folder",
             )
         raise InputError(self.path, problem)
 
@@ -638,9 +660,9 @@ class Export:
             with open(real, "rb") as f:
                 return f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise ImageMissing(
-                source, f"image {shown!r} not found (looked for {self._root / ref})"
-            ) from None
+            raise ImageMissing(source, f"image {shown!r} not found (looked for {self._root / ref})") from None
+        except OSError as e:
+            raise InputError(source, f"cannot read image {shown!r} ({e.strerror or e})") from None
 
     def _read_member(self, name: str) -> bytes:
         info = self._members[name]
@@ -676,7 +698,7 @@ class Export:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Export({str(self.path)!r}, tables={len(self.tables)})"
+        return f"Export({str(self.path)!r}, tables={len(self._found)})"
 
 
 def open_export(path) -> Export:
