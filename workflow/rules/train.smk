@@ -5,6 +5,8 @@
 rule resolve_weights:
     output:
         "resources/weights/{model}_imagenet_notop.weights.h5",
+    conda:
+        "../envs/train.yaml"
     log:
         "logs/resolve_weights/{model}.log",
     localrule: True
@@ -21,6 +23,8 @@ rule make_demo_weights:
     """
     output:
         "resources/demo_weights/{model}_seeded_random.weights.h5",
+    conda:
+        "../envs/train.yaml"
     log:
         "logs/make_demo_weights/{model}.log",
     localrule: True
@@ -47,6 +51,8 @@ rule train_model:
         gpu=1,
         mem_mb=16000,
         runtime=24 * 60,
+    conda:
+        "../envs/train.yaml"
     log:
         "logs/train_model/{experiment}.log",
     benchmark:
