@@ -7,8 +7,11 @@ rule make_demo_export:
     params:
         seed=config["demo"]["seed"],
         scale=config["demo"]["scale"],
+    conda:
+        "../envs/data.yaml"
     log:
         "logs/make_demo_export.log",
+    localrule: True
     script:
         "../scripts/make_demo_export.py"
 
@@ -29,6 +32,8 @@ rule read_export:
     resources:
         mem_mb=2000,
         runtime=60,
+    conda:
+        "../envs/data.yaml"
     log:
         "logs/read_export.log",
     benchmark:
@@ -45,8 +50,11 @@ rule balance_classes:
     params:
         classes=config["classes"],
         **config["balance"],
+    conda:
+        "../envs/data.yaml"
     log:
         "logs/balance_classes.log",
+    localrule: True
     script:
         "../scripts/balance_classes.py"
 
@@ -59,8 +67,11 @@ rule split_dataset:
         split=f"{DATA}/split.tsv",
     params:
         **config["split"],
+    conda:
+        "../envs/data.yaml"
     log:
         "logs/split_dataset.log",
+    localrule: True
     script:
         "../scripts/split_dataset.py"
 
@@ -83,6 +94,8 @@ rule normalise_images:
     resources:
         mem_mb=2000,
         runtime=120,
+    conda:
+        "../envs/data.yaml"
     log:
         "logs/normalise_images/{size}px_shard{shard}.log",
     benchmark:
@@ -100,7 +113,10 @@ rule summarise_data:
         summary=f"{DATA}/summary.tsv",
     params:
         classes=config["classes"],
+    conda:
+        "../envs/data.yaml"
     log:
         "logs/summarise_data.log",
+    localrule: True
     script:
         "../scripts/summarise_data.py"
