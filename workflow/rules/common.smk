@@ -50,10 +50,15 @@ def get_all_targets():
     for size in SIZES:
         targets += get_shards(size)["index"]
     targets += expand(f"{EXP}/{{experiment}}/model.keras", experiment=CNN_EXPERIMENTS)
+    targets += get_data_report_files()
+    targets += expand(f"{EVAL}/{{experiment}}/summary.txt", experiment=CNN_EXPERIMENTS)
+    if CNN_EXPERIMENTS:
+        targets.append(f"{EVAL}/leaderboard.tsv")
     return targets
 
 
 EXP = "results/experiments"
+EVAL = "results/evaluation"
 CNN_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "cnn")
 
 
@@ -86,3 +91,39 @@ def get_experiment_params(wildcards):
 def get_state_dir(wildcards):
     """Resume state of a training job: outside the declared outputs, so Snakemake keeps it."""
     return f"resources/train_state/{wildcards.experiment}"
+
+
+def get_evaluation_inputs(wildcards):
+    """Inputs of evaluate_model (the best checkpoint and training records, the split and the image store).
+
+    Only outputs of train_model and the data rules: evaluating never asks for retraining.
+    """
+    exp_dir = f"{EXP}/{wildcards.experiment}"
+    shards = get_shards(config["experiments"][wildcards.experiment]["image_size"])
+    return {
+        "model": f"{exp_dir}/best.keras",
+        "classes": f"{exp_dir}/classes.txt",
+        "history": f"{exp_dir}/history.tsv",
+        "info": f"{exp_dir}/train_info.json",
+        "split": f"{DATA}/split.tsv",
+        "npys": shards["npy"],
+        "indexes": shards["index"],
+    }
+
+
+def get_evaluation_batch_size(wildcards):
+    """Evaluate with the experiment's training batch size: known to fit the device's memory at that image size."""
+    return config["experiments"][wildcards.experiment]["batch_size"]
+
+
+def get_leaderboard_settings():
+    """Model, weights and image size per CNN experiment, for the leaderboard's columns."""
+    return {
+        name: {k: config["experiments"][name][k] for k in ("model", "weights", "image_size")}
+        for name in CNN_EXPERIMENTS
+    }
+
+
+def get_data_report_files():
+    """The data-stage figures and table of the report (rule plot_data_summary)."""
+    return [f"{DATA}/report/{name}" for name in ("summary.html", "objects_per_class.svg", "dropped_rows.svg", "split_sizes.svg")]

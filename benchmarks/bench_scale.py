@@ -1,0 +1,179 @@
+"""Scale benchmark: a cruise-sized synthetic export through the data-preparation stage.
+
+For N objects (default 10 000 and 100 000) it writes a synthetic EcoTaxa export
+(small LOKI-like JPEGs), then measures, each in a fresh Snakemake run:
+  * read_export (reading + ledger + image check): time and peak memory,
+  * `snakemake -n` (DAG build) time,
+  * normalisation: time and peak memory per job (Snakemake's benchmark files),
+  * a data update: 1 % new objects appended, rerun: time against the first run,
+    and how many images were normalised again (the content cache).
+and, separately, the reading stage alone on a 1 000 000-row TSV (no images).
+
+    .venv/bin/python benchmarks/bench_scale.py --sizes 10000 100000
+Prints one line per figure; record them in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
+
+CLASSES = ["Calanoida", "Chaetognatha", "Ostracoda", "detritus", "Appendicularia", "Noctiluca"]
+
+
+def _image(i: int) -> bytes:
+    rng = np.random.default_rng(i)
+    w, h = int(rng.integers(60, 140)), int(rng.integers(60, 140))
+    img = Image.new("L", (w, h), 240)
+    d = ImageDraw.Draw(img)
+    a, b = rng.integers(8, w // 2), rng.integers(4, h // 2)
+    cx, cy = w // 2, h // 2
+    d.ellipse((cx - a, cy - b, cx + a, cy + b), fill=int(rng.integers(40, 140)))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def write_export(folder: Path, n: int, start: int = 0) -> Path:
+    """Append objects start..start+n to the export in ``folder`` (created when missing)."""
+    img_dir = folder / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    ids = np.arange(start, start + n)
+    rng = np.random.default_rng(start)
+    names = [f"images/{i:07d}.jpg" for i in ids]
+
+    def write(i):
+        (folder / names[i - start]).write_bytes(_image(int(i)))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, ids))
+    df = pd.DataFrame({
+        "img_file_name": names,
+        "object_id": [f"obj_{i:07d}" for i in ids],
+        "object_annotation_status": np.where(rng.random(n) < 0.97, "validated", "predicted"),
+        "object_annotation_category": rng.choice(CLASSES, n, p=[0.4, 0.2, 0.15, 0.15, 0.07, 0.03]),
+        "object_date": [f"202001{1 + int(i) % 28:02d}" for i in ids],
+        "object_time": [f"{int(i) % 24:02d}{int(i) % 60:02d}00" for i in ids],
+        "sample_id": [f"s{int(i) // 1000}" for i in ids],
+        "object_cruise": "PS122",
+    })
+    tsv = folder / "ecotaxa_bench.tsv"
+    if start == 0:
+        types = pd.DataFrame([["[t]", "[t]", "[t]", "[t]", "[f]", "[f]", "[t]", "[t]"]], columns=df.columns)
+        pd.concat([types, df]).to_csv(tsv, sep="\t", index=False)
+    else:
+        df.to_csv(tsv, sep="\t", index=False, header=False, mode="a")
+    return tsv
+
+
+def snakemake(wd: Path, *args) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/config.yaml",
+                    "bench.yaml", *args], cwd=wd, check=True, capture_output=True, text=True)
+    return time.perf_counter() - t
+
+
+def max_rss_mb(wd: Path, pattern: str) -> float:
+    vals = []
+    for f in (wd / "benchmarks" / "out").glob(pattern):
+        vals.append(float(pd.read_csv(f, sep="\t")["max_rss"].max()))
+    return max(vals) if vals else float("nan")
+
+
+def bench_workflow(n: int, keep: bool) -> None:
+    wd = Path(tempfile.mkdtemp(prefix=f"lokiml-bench-{n}-"))
+    for item in ["Snakefile", "config", "workflow"]:
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, wd / item)
+    t = time.perf_counter()
+    write_export(wd / "export", n)
+    print(f"[{n}] synthetic export written in {time.perf_counter() - t:.1f} s")
+    cap = max(100, n // len(CLASSES) // 2)
+    (wd / "bench.yaml").write_text(
+        f"export: export\nclasses: {CLASSES}\nbalance:\n  cap: {cap}\n  augment: false\n"
+        "normalise:\n  shards: 4\nexperiments:\n"
+        + "".join(f"  {e}: null\n" for e in ["inceptionv3_pretrained_rmsprop_1000", "inceptionv3_pretrained_rmsprop_1530",
+                                             "inceptionv3_selftrained_rmsprop_1000", "resnet101_pretrained_1000",
+                                             "resnet101_selftrained_1000"])
+        + "  bench:\n    model: inceptionv3\n    weights: none\n    image_size: 128\n")
+    data_targets = ["results/data/split.tsv"] + [f"results/data/images/128px/shard{k}.tsv" for k in range(4)]
+    dag = snakemake(wd, "-n", *data_targets)
+    print(f"[{n}] snakemake -n (DAG build, nothing run yet): {dag:.1f} s   (target < 10 s at 100 000)")
+    first = snakemake(wd, *data_targets)
+    read = pd.read_csv(wd / "benchmarks/out/read_export.tsv", sep="\t")
+    print(f"[{n}] read_export: {read['s'].iloc[0]:.1f} s, peak {read['max_rss'].iloc[0]:.0f} MB")
+    norm = [pd.read_csv(f, sep="\t") for f in (wd / "benchmarks/out/normalise_images").glob("*.tsv")]
+    print(f"[{n}] normalise_images: 4 jobs, {sum(x['s'].iloc[0] for x in norm):.1f} s in all, "
+          f"peak {max(x['max_rss'].iloc[0] for x in norm):.0f} MB per job; "
+          f"{n / sum(x['s'].iloc[0] for x in norm) / 2:.0f} images/s per core")
+    print(f"[{n}] first run of the data stage: {first:.1f} s")
+    dag2 = snakemake(wd, "-n", *data_targets)
+    print(f"[{n}] snakemake -n after the run: {dag2:.1f} s")
+    # data update: 1 % new objects
+    write_export(wd / "export", max(1, n // 100), start=n)
+    second = snakemake(wd, *data_targets)
+    cached = 0
+    for log in (wd / "logs" / "normalise_images").glob("*.log"):
+        for line in log.read_text().splitlines():
+            if "from cache" in line:
+                cached = int(line.split("items, ")[1].split(" from cache")[0]) + cached
+    print(f"[{n}] data update (+1 %): rerun {second:.1f} s vs first {first:.1f} s "
+          f"(ratio {second / first:.2f}); {cached} images came from the normalisation cache")
+    if not keep:
+        shutil.rmtree(wd)
+
+
+def bench_read_1m(rows: int) -> None:
+    from lokiml.ecotaxa import parse_table
+
+    cols = {f"object_f{i}": np.round(np.random.default_rng(i).random(rows), 4) for i in range(20)}
+    df = pd.DataFrame({
+        "img_file_name": [f"images/{i:07d}.jpg" for i in range(rows)],
+        "object_id": [f"obj_{i:07d}" for i in range(rows)],
+        "object_annotation_status": "validated",
+        "object_annotation_category": np.random.default_rng(0).choice(CLASSES, rows),
+        "object_date": "20200101", "object_time": "120000", **cols,
+    })
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "big.tsv"
+        df.to_csv(p, sep="\t", index=False)
+        del df
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t = time.perf_counter()
+        table = parse_table(p.read_bytes(), str(p))
+        el = time.perf_counter() - t
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"[read {rows} rows x {len(table.df.columns)} columns] parse: {el:.1f} s, "
+              f"peak RSS {peak:.0f} MB (before {before:.0f} MB)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--read-rows", type=int, default=1_000_000)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary workflow folders")
+    a = ap.parse_args()
+    if a.read_rows:
+        bench_read_1m(a.read_rows)
+    for n in a.sizes:
+        bench_workflow(n, a.keep)
+
+
+if __name__ == "__main__":
+    main()

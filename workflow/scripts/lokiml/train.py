@@ -1,0 +1,821 @@
+"""Training of one experiment: the seed's classifier on the normalised image store.
+
+:func:`train_experiment` is what rule ``train_model`` runs. In short:
+
+* Train and validation items come from the split table; items the image store
+  could not normalise are skipped and counted (by reason) in the log and in
+  ``train_info.json``. Labels are positions in the configured class list.
+* Batches come from the memory-mapped store through ``tf.data``: a dataset of
+  batch numbers, mapped through ``tf.numpy_function`` that slices the store's
+  arrays, then (training only) on-the-fly augmentation as Keras random layers,
+  then ``prefetch``. Validation data is never augmented.
+* With a frozen pre-trained base and no augmentation, the base's pooled features
+  are computed once and kept in ``state_dir``; the head (the very same Dropout
+  and Dense layers) is trained on them. The saved model is always the full one,
+  taking grey uint8 images.
+* Our own epoch loop (one ``fit(epochs=1)`` per epoch) keeps the history, early
+  stopping, the best checkpoint by ``val_loss`` and, after every epoch, a resume
+  state in ``state_dir``: a killed job continues where it stopped, with exactly
+  the result of an uninterrupted run (the training order and every random
+  generator are re-seeded from ``(seed, epoch)`` at the start of each epoch).
+* An optional second phase (``fine_tune``) unfreezes the top layers of the base,
+  BatchNormalization layers excepted.
+
+The resume state is keyed by a fingerprint of the experiment's parameters, the
+class list, the split table, the store's index files (and the arrays' size and
+modification time) and the weights file; a different fingerprint starts over.
+Note that Snakemake's code-change trigger sees only the rule's script, not this
+module: a change here does not rerun finished experiments by itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import load_schema, params_hash
+from .errors import ConfigError, InputError
+from .io import atomic_path, read_tsv, write_json, write_text, write_tsv
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+STATE_FILE = "state.json"
+HISTORY_COLUMNS = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "learning_rate"]
+#: Test hook: after the resume state of this (global, 1-based) epoch is written, the
+#: process kills itself with SIGKILL, like a job killed by the scheduler.
+CRASH_ENV = "LOKIML_TEST_KILL_AFTER_EPOCH"
+
+
+# --------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------
+
+
+def experiment_params(params: dict) -> dict:
+    """A copy of ``params`` validated against the schema's experiment definition, defaults filled."""
+    from . import config
+
+    schema = load_schema()
+    exp_schema = {**schema["definitions"]["experiment"], "definitions": schema["definitions"]}
+    validator = config._Validator(exp_schema)
+    out = copy.deepcopy(dict(params))
+    for _ in range(2):
+        errors = sorted(validator.iter_errors(out), key=lambda e: list(e.absolute_path))
+        if errors:
+            lines = [f"  experiment key {'.'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
+                     for e in errors[:10]]
+            raise ConfigError("invalid experiment parameters:\n" + "\n".join(lines))
+    return out
+
+
+def _auto(value, default: bool) -> bool:
+    return default if value == "auto" else bool(value)
+
+
+# --------------------------------------------------------------------------------------
+# TensorFlow set-up
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    """What was chosen for this run: devices, precision, compilation, distribution."""
+
+    gpus: list
+    strategy: object
+    mixed_precision: bool
+    xla: bool
+    determinism: bool
+    threads: int
+
+    def describe(self) -> dict:
+        return {
+            "device": "GPU" if self.gpus else "CPU",
+            "gpus": self.gpus,
+            "strategy": type(self.strategy).__name__,
+            "replicas": int(self.strategy.num_replicas_in_sync),
+            "mixed_precision": self.mixed_precision,
+            "xla": self.xla,
+            "op_determinism": self.determinism,
+            "threads": self.threads,
+        }
+
+
+def configure_tensorflow(threads: int, params: dict) -> Runtime:
+    """Threads, GPU memory growth, determinism, mixed precision, XLA and distribution.
+
+    Call before TensorFlow runs any op: thread pools and GPU memory settings can
+    only be set once per process (a later call logs that they stay as they are).
+    """
+    import keras
+    import tensorflow as tf
+
+    threads = max(1, int(threads))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(2 if threads >= 2 else 1)
+    except RuntimeError:
+        log.warning("TensorFlow is already initialised in this process: its thread pools stay as they are")
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            log.warning("TensorFlow is already initialised: memory growth of %s unchanged", gpu.name)
+    on_gpu = bool(gpus)
+    mixed = _auto(params["mixed_precision"], on_gpu)
+    xla = _auto(params["xla"], on_gpu)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    # Exact, resumable results on CPU. On GPUs, deterministic kernels cost speed (and some
+    # ops have none), so runs there may differ in the last digits.
+    determinism = not on_gpu
+    if determinism:
+        tf.config.experimental.enable_op_determinism()
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    rt = Runtime([g.name for g in gpus], strategy, mixed, xla, determinism, threads)
+    log.info(
+        "device: %s; threads %d; mixed precision %s; XLA %s; op determinism %s; strategy %s (%d replicas)",
+        ", ".join(rt.gpus) or "CPU", threads, "on" if mixed else "off", "on" if xla else "off",
+        "on" if determinism else "off", type(strategy).__name__, strategy.num_replicas_in_sync,
+    )
+    if mixed and not on_gpu:
+        log.warning("mixed precision was asked for on a CPU: it is slow there")
+    return rt
+
+
+def _epoch_seed(seed: int, epoch: int, *more: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(epoch), *more]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def reseed(seed: int, epoch: int, layer_owners) -> None:
+    """Re-seed every random generator for ``epoch``, so that a resumed run repeats it exactly.
+
+    Python's and NumPy's generators get a seed derived from (seed, epoch); the seed
+    generator of every Keras layer that has one (Dropout, random augmentation layers)
+    and Keras' global one are reset to a state derived from (seed, epoch, layer name).
+    TensorFlow's global seed is left alone on purpose: changing it makes every
+    compiled function trace again (seconds per epoch), and nothing in training
+    draws from it (all random layers are seeded).
+    """
+    import random
+
+    from keras.src.backend.common import global_state
+
+    s = _epoch_seed(seed, epoch)
+    random.seed(s)
+    np.random.seed(s)
+
+    def reset(sg, key: str):
+        v = _epoch_seed(seed, epoch, zlib.crc32(key.encode()))
+        sg.state.assign(np.array([v, 0], dtype=sg.state.dtype))
+
+    gsg = global_state.get_global_attribute("global_seed_generator")
+    if gsg is not None:
+        reset(gsg, "global")
+    for owner in layer_owners:
+        layers = owner._flatten_layers(include_self=True, recursive=True) if hasattr(owner, "_flatten_layers") \
+            else [owner]
+        for layer in layers:
+            for k, sg in enumerate(getattr(layer, "_seed_generators", [])):
+                reset(sg, f"{layer.name}/{k}")
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Part:
+    """The usable items of one split part, with integer labels and their place in the store."""
+
+    name: str
+    item_ids: np.ndarray
+    labels: np.ndarray
+    skipped: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+def load_parts(split_path, store, classes: list[str]) -> dict[str, Part]:
+    """Train and valid items of the split table that the store holds as 'ok', labels by class position."""
+    split = read_tsv(split_path)
+    missing = [c for c in ("item_id", "class_name", "split") if c not in split.columns]
+    if missing:
+        raise InputError(split_path, f"missing column(s) {', '.join(missing)}", hint="rerun rule split_dataset")
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(split["class_name"]) - set(index))
+    if unknown:
+        raise InputError(
+            split_path, f"class(es) not in the configured class list: {', '.join(unknown[:10])}",
+            hint="the split table is out of date with config `classes`; rerun the workflow",
+        )
+    parts = {}
+    for name in ("train", "valid"):
+        rows = split[split["split"] == name].sort_values("item_id", kind="stable")
+        ids = rows["item_id"].to_numpy()
+        status = store.index["status"].reindex(ids).fillna("missing_from_store").to_numpy()
+        ok = status == "ok"
+        skipped: dict[str, int] = {}
+        for st in status[~ok]:
+            reason = str(st).split(":", 1)[0] or "unknown"
+            skipped[reason] = skipped.get(reason, 0) + 1
+        part = Part(name, ids[ok], rows["class_name"].map(index).to_numpy()[ok].astype(np.int32), skipped)
+        n_skip = int((~ok).sum())
+        if n_skip:
+            log.warning("%s: %d of %d items skipped (not normalised): %s", name, n_skip, len(ids),
+                        ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+        log.info("%s: %d items, %d classes present", name, len(part), len(np.unique(part.labels)))
+        if len(part) == 0:
+            raise InputError(split_path, f"no usable {name} items", hint="check the split and the normalisation log")
+        parts[name] = part
+    return parts
+
+
+class ImageSource:
+    """Images of a list of items, gathered from the store's memory-mapped shards."""
+
+    def __init__(self, store, item_ids, labels):
+        self.arrays = store.arrays
+        self.size = store.size
+        shard, row = store.locate(item_ids)
+        self.shard = shard.astype(np.int64)
+        self.row = row.astype(np.int64)
+        self.labels = np.asarray(labels, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def fetch(self, pos: np.ndarray):
+        """(uint8 images (n, S, S, 1), int32 labels (n,)) of the items at positions ``pos``."""
+        pos = np.asarray(pos, dtype=np.int64)
+        out = np.empty((len(pos), self.size, self.size, 1), dtype=np.uint8)
+        shard, row = self.shard[pos], self.row[pos]
+        for k in np.unique(shard):
+            where = np.flatnonzero(shard == k)
+            order = np.argsort(row[where], kind="stable")  # read each shard in file order
+            out[where[order], ..., 0] = self.arrays[k][row[where][order]]
+        return out, self.labels[pos]
+
+    def spec(self):
+        import tensorflow as tf
+
+        return (tf.uint8, (None, self.size, self.size, 1))
+
+
+class FeatureSource:
+    """Cached base features (float32 (n, F), memory-mapped) of a list of items."""
+
+    def __init__(self, features: np.ndarray, labels):
+        self.features = features
+        self.labels = np.asarray(labels, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def fetch(self, pos: np.ndarray):
+        pos = np.asarray(pos, dtype=np.int64)
+        return np.ascontiguousarray(self.features[pos], dtype=np.float32), self.labels[pos]
+
+    def spec(self):
+        import tensorflow as tf
+
+        return (tf.float32, (None, self.features.shape[1]))
+
+
+def make_dataset(source, order: np.ndarray, batch_size: int, augment=None, threads: int = 1):
+    """tf.data pipeline: batch numbers → numpy gather from ``source`` in ``order`` → augment → prefetch.
+
+    ``augment`` (training only) is a callable on a float32 image batch (random Keras
+    layers); its output is rounded back to uint8, the model's input type.
+    """
+    import tensorflow as tf
+
+    order = np.asarray(order, dtype=np.int64)
+    n_batches = int(math.ceil(len(order) / batch_size))
+    dtype, shape = source.spec()
+
+    def fetch(b):
+        b = int(b)
+        return source.fetch(order[b * batch_size:(b + 1) * batch_size])
+
+    def load(b):
+        x, y = tf.numpy_function(fetch, [b], [dtype, tf.int32], stateful=False)
+        x.set_shape(shape)
+        y.set_shape((None,))
+        return x, y
+
+    ds = tf.data.Dataset.range(n_batches).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augment is not None:
+        def aug(x, y):
+            x = augment(tf.cast(x, tf.float32))
+            return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8), y
+
+        ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = max(1, int(threads))
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def make_augmenter(cfg: dict | None, seed: int):
+    """Random Keras layers for the augment config (None when off): flip, rotation, zoom, translation.
+
+    Returns (callable on a float image batch, list of the layers).
+    """
+    if not cfg:
+        return None, []
+    import keras
+
+    layers = []
+    if cfg.get("flip"):
+        # Horizontal flips; with rotations up to 180 degrees they cover every mirror image.
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip"))
+    if cfg.get("rotation"):
+        layers.append(keras.layers.RandomRotation(float(cfg["rotation"]) / 360.0, fill_mode="nearest",
+                                                  seed=seed + 1, name="augment_rotation"))
+    if cfg.get("zoom"):
+        z = float(cfg["zoom"])
+        layers.append(keras.layers.RandomZoom((-z, z), fill_mode="nearest", seed=seed + 2, name="augment_zoom"))
+    if cfg.get("translation"):
+        t = float(cfg["translation"])
+        layers.append(keras.layers.RandomTranslation(t, t, fill_mode="nearest", seed=seed + 3,
+                                                     name="augment_translation"))
+    if not layers:
+        return None, []
+
+    def apply(x):
+        for layer in layers:
+            x = layer(x, training=True)
+        return x
+
+    return apply, layers
+
+
+# --------------------------------------------------------------------------------------
+# Fingerprints and state
+# --------------------------------------------------------------------------------------
+
+
+def _sha1_file(path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_fingerprint(split_path, store_npys, store_indexes, weights_path) -> dict:
+    """Hashes of everything training reads, except the (large) image arrays, of which size and mtime are taken."""
+    return {
+        "split": _sha1_file(split_path),
+        "indexes": [_sha1_file(p) for p in store_indexes],
+        "arrays": [[os.path.getsize(p), os.stat(p).st_mtime_ns] for p in store_npys],
+        "weights": _sha1_file(weights_path) if weights_path else None,
+    }
+
+
+class State:
+    """The resume state in ``state_dir``: state.json plus the model files it names.
+
+    Files are written under new names (with the epoch number) before the JSON that
+    points at them, and old ones removed only afterwards, so a kill at any moment
+    leaves a consistent state.
+    """
+
+    def __init__(self, state_dir, fingerprint: str):
+        self.dir = Path(state_dir)
+        self.fingerprint = fingerprint
+        self.data: dict = {}
+
+    @property
+    def path(self) -> Path:
+        return self.dir / STATE_FILE
+
+    def load(self) -> bool:
+        """Load a matching state; start over (clearing the folder) when there is none or it does not match."""
+        if not self.path.exists():
+            if self.dir.exists():
+                self._clear(keep_features=True)
+            return False
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable resume state %s (%s): starting over", self.path, exc)
+            self._clear(keep_features=True)
+            return False
+        if data.get("version") != STATE_VERSION or data.get("fingerprint") != self.fingerprint:
+            log.info("resume state in %s is for other inputs or parameters (fingerprint %s, now %s): starting over",
+                     self.dir, data.get("fingerprint"), self.fingerprint)
+            self._clear(keep_features=True)
+            return False
+        for key in ("model_file", "best_file"):
+            if data.get(key) and not (self.dir / data[key]).exists():
+                log.warning("resume state names %s, which is missing: starting over", data[key])
+                self._clear(keep_features=True)
+                return False
+        self.data = data
+        return True
+
+    def _clear(self, keep_features: bool) -> None:
+        for p in self.dir.iterdir() if self.dir.exists() else []:
+            if keep_features and p.name.startswith("features_"):
+                continue
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+    def file(self, name: str) -> Path:
+        return self.dir / name
+
+    def save(self, data: dict) -> None:
+        data = {**data, "version": STATE_VERSION, "fingerprint": self.fingerprint}
+        write_json(self.path, data)
+        self.data = data
+        keep = {STATE_FILE, data.get("model_file"), data.get("best_file")}
+        for p in self.dir.glob("*.keras"):
+            if p.name not in keep and not p.name.startswith("."):
+                p.unlink(missing_ok=True)
+
+
+def save_model(model, path) -> None:
+    """Save a Keras model (with its optimizer state) atomically."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(str(tmp))
+
+
+def load_weights_from(path, target) -> None:
+    """Copy the weights (not the optimizer state) of the model saved at ``path`` into ``target``."""
+    import keras
+
+    saved = keras.models.load_model(str(path), compile=False)
+    target.set_weights(saved.get_weights())
+
+
+# --------------------------------------------------------------------------------------
+# Cached features
+# --------------------------------------------------------------------------------------
+
+
+def compute_features(model, source: ImageSource, batch_size: int, dest: Path, threads: int) -> np.ndarray:
+    """Pooled base features of every item of ``source`` (in order), written to ``dest`` (.npy) and memory-mapped."""
+    from .logs import Progress
+    from .models import feature_model
+
+    fmodel = feature_model(model)
+    n = len(source)
+    dim = int(fmodel.output.shape[-1])
+    progress = Progress(n, f"features {dest.stem}", log)
+    ds = make_dataset(source, np.arange(n), batch_size, threads=threads)
+    with atomic_path(dest, suffix=".npy") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+        i = 0
+        for x, _ in ds:
+            f = np.asarray(fmodel.predict_on_batch(x), dtype=np.float32)
+            out[i:i + len(f)] = f
+            i += len(f)
+            progress.update(len(f))
+        out.flush()
+        del out
+    return np.load(dest, mmap_mode="r")
+
+
+# --------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------
+
+
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if best is None or not np.isfinite(best):
+        return bool(np.isfinite(value))
+    if mode == "min":
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+def _summary_text(model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda s, **kw: lines.append(s), show_trainable=True)
+    text = "\n".join(lines)
+    return text if text.endswith("\n") else text + "\n"
+
+
+@dataclass
+class TrainProgress:
+    """Where training stands after the last finished epoch; this is what state.json holds."""
+
+    epoch: int = 0  # epochs finished, all phases together (history's `epoch` runs 1, 2, ... across phases)
+    phase: str | None = None  # phase of the last finished epoch
+    phase_done: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    epochs_per_phase: dict = field(default_factory=dict)
+    stopped_early_at: dict = field(default_factory=dict)  # phase -> epoch, or None
+    es_best: float | None = None  # early stopping of the current phase
+    es_wait: int = 0
+    best_val_loss: float | None = None
+    best_epoch: int | None = None
+    best_file: str | None = None  # in state_dir: the trained model at best_epoch
+    best_kind: str | None = None  # 'head' (head model on features) or 'full'
+    model_file: str | None = None  # in state_dir: the trained model, with optimizer state, after `epoch`
+    model_kind: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainProgress":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class _Run:
+    """One experiment's training: models, data, resume state, and the epoch loop."""
+
+    def __init__(self, split_path, store_npys, store_indexes, classes, state_dir, params, weights_path, threads):
+        self.t_start = time.monotonic()
+        self.params = params = experiment_params(params)
+        self.classes = [str(c) for c in classes]
+        if params["kind"] != "cnn":
+            raise ValueError(f"experiment kind {params['kind']!r} is not trained by lokiml.train")
+        self.threads = threads
+        self.weights_path = weights_path
+        self.rt = configure_tensorflow(threads, params)
+
+        from .store import Store
+
+        self.seed = int(params["seed"])
+        self.batch_size = int(params["batch_size"])
+        frozen = bool(weights_path)
+        self.fine_tune = params["fine_tune"]
+        if self.fine_tune and not frozen:
+            log.warning("fine_tune is ignored: the base is trained from scratch (weights: none), "
+                        "so it is trainable already")
+            self.fine_tune = None
+        cache = params["cache_features"]
+        possible = frozen and not params["augment"]
+        if cache is True and not possible:
+            why = ("the base is trained from scratch (weights: none)" if not frozen
+                   else "augment is on (the images change every epoch)")
+            raise ValueError(f"cache_features: true needs a frozen pre-trained base and augment: null, but {why}; "
+                             "set cache_features to auto or false")
+        self.use_cache = possible and cache in (True, "auto")
+        log.info("cached features: %s", "yes (frozen base, no augmentation)" if self.use_cache
+                 else "no (the full network runs every epoch)")
+
+        store = Store(store_npys, store_indexes)
+        if store.size != int(params["image_size"]):
+            raise InputError(store_indexes[0], f"the image store holds {store.size} px images, the experiment "
+                             f"wants {params['image_size']} px", hint="pass the store of the experiment's image_size")
+        self.parts = load_parts(split_path, store, self.classes)
+        self.train_src = ImageSource(store, self.parts["train"].item_ids, self.parts["train"].labels)
+        self.valid_src = ImageSource(store, self.parts["valid"].item_ids, self.parts["valid"].labels)
+
+        self.data_fp = data_fingerprint(split_path, store_npys, store_indexes, weights_path)
+        self.fingerprint = params_hash({"v": STATE_VERSION, "params": params, "classes": self.classes,
+                                        "data": self.data_fp, "mixed": self.rt.mixed_precision})
+        self.state = State(state_dir, self.fingerprint)
+        self.resumed_from = None
+        if self.state.load():
+            self.progress = TrainProgress.from_dict(self.state.data)
+            self.resumed_from = self.progress.epoch
+            log.info("resuming from epoch %d (phase %s) with the state in %s",
+                     self.progress.epoch, self.progress.phase, self.state.dir)
+        else:
+            self.progress = TrainProgress()
+            log.info("starting from epoch 0 (fingerprint %s)", self.fingerprint)
+
+        self.phases = [("head", int(params["epochs"]), float(params["learning_rate"]))]
+        if self.fine_tune:
+            self.phases.append(("fine_tune", int(self.fine_tune["epochs"]), float(self.fine_tune["learning_rate"])))
+        self.feature_seconds = None
+        self.augment, self.aug_layers = make_augmenter(params["augment"], self.seed)
+        self._build()
+
+    # ---- models ----
+
+    def _new_model(self):
+        from . import models
+
+        return models.build_model(self.params["model"], len(self.classes), self.params["image_size"],
+                                  self.weights_path, self.params["dropout"], self.seed)
+
+    def _build(self) -> None:
+        from . import models
+
+        p = self.progress
+        with self.rt.strategy.scope():
+            self.model, self.base = self._new_model()
+            self.head = models.head_model(self.model) if self.use_cache else None
+            models.compile_model(self.model, self.params["optimizer"], self.params["learning_rate"],
+                                 jit_compile=self.rt.xla)
+            if p.model_file:
+                # The weights as of the last finished epoch; the optimizer state follows when that phase goes on.
+                if p.phase == "fine_tune":
+                    models.set_fine_tune_trainable(self.base, self.fine_tune["layers"])
+                load_weights_from(self.state.file(p.model_file), self.head if p.model_kind == "head" else self.model)
+
+    def _features(self) -> tuple[FeatureSource, FeatureSource]:
+        """Cached base features of the train and valid items (computed once, kept in state_dir)."""
+        t0 = time.monotonic()
+        key = params_hash({"model": self.params["model"], "size": self.params["image_size"], "data": self.data_fp,
+                           "mixed": self.rt.mixed_precision})
+        feats = {}
+        for name, src in (("train", self.train_src), ("valid", self.valid_src)):
+            path = self.state.dir / f"features_{key}_{name}.npy"
+            if path.exists():
+                feats[name] = np.load(path, mmap_mode="r")
+                log.info("reusing the cached %s features %s", name, path.name)
+            else:
+                feats[name] = compute_features(self.model, src, self.batch_size, path, self.threads)
+        for path in self.state.dir.glob("features_*.npy"):
+            if key not in path.name:
+                path.unlink(missing_ok=True)
+        self.feature_seconds = time.monotonic() - t0
+        log.info("features: %d train and %d valid items, %d values each, ready in %.1f s",
+                 len(self.train_src), len(self.valid_src), feats["train"].shape[1], self.feature_seconds)
+        return FeatureSource(feats["train"], self.train_src.labels), FeatureSource(feats["valid"], self.valid_src.labels)
+
+    # ---- the epoch loop ----
+
+    def run(self) -> None:
+        for phase, n_epochs, lr in self.phases:
+            if not self.progress.phase_done.get(phase):
+                self._run_phase(phase, n_epochs, lr)
+
+    def _run_phase(self, phase: str, n_epochs: int, lr: float) -> None:
+        from . import models
+
+        p = self.progress
+        continuing = p.phase == phase  # resumed in the middle of this phase
+        if not continuing:
+            p.es_best, p.es_wait = None, 0
+        cached = self.use_cache and phase == "head"
+        with self.rt.strategy.scope():
+            if phase == "fine_tune":
+                n_layers, n_bn = models.set_fine_tune_trainable(self.base, self.fine_tune["layers"])
+                log.info("fine-tuning: the top %d layers of the base are trainable (%d of them with weights); "
+                         "%d BatchNormalization layers stay frozen", self.fine_tune["layers"], n_layers, n_bn)
+            train_model = self.head if cached else self.model
+            models.compile_model(train_model, self.params["optimizer"], lr, jit_compile=self.rt.xla)
+            if continuing:
+                train_model.optimizer.build(train_model.trainable_variables)
+                train_model.load_weights(str(self.state.file(p.model_file)))
+                log.info("restored the model and optimizer state of epoch %d", p.epoch)
+        kind = "head" if cached else "full"
+        if cached:
+            fit_train, fit_valid = self._features()
+            augment = None
+        else:
+            fit_train, fit_valid, augment = self.train_src, self.valid_src, self.augment
+        valid_ds = make_dataset(fit_valid, np.arange(len(fit_valid)), self.batch_size, threads=self.threads)
+        es = self.params["early_stopping"]
+
+        for e in range(int(p.epochs_per_phase.get(phase, 0)) if continuing else 0, n_epochs):
+            epoch = p.epoch + 1
+            reseed(self.seed, epoch, [train_model, self.model, *self.aug_layers])
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(fit_train))
+            train_ds = make_dataset(fit_train, order, self.batch_size, augment=augment, threads=self.threads)
+            t0 = time.monotonic()
+            logs = train_model.fit(train_ds, validation_data=valid_ds, epochs=1, verbose=0, shuffle=False).history
+            seconds = time.monotonic() - t0
+            row = {"phase": phase, "epoch": epoch,
+                   **{k: float(logs[k][-1]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+                   "seconds": seconds, "learning_rate": float(np.asarray(train_model.optimizer.learning_rate))}
+            p.history.append(row)
+            p.epoch, p.phase = epoch, phase
+            p.epochs_per_phase[phase] = e + 1
+            log.info("%s epoch %d/%d (epoch %d): loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f, %.1f s",
+                     phase, e + 1, n_epochs, epoch, row["loss"], row["accuracy"], row["val_loss"],
+                     row["val_accuracy"], seconds)
+
+            if _improved(row["val_loss"], p.best_val_loss, "min", 0.0):
+                p.best_val_loss, p.best_epoch = row["val_loss"], epoch
+                p.best_file, p.best_kind = f"best_e{epoch:04d}.keras", kind
+                save_model(train_model, self.state.file(p.best_file))
+                log.info("best val_loss so far: %.4f (epoch %d)", p.best_val_loss, epoch)
+
+            stop = False
+            if es:
+                mode = "max" if "accuracy" in es["monitor"] else "min"
+                if _improved(row[es["monitor"]], p.es_best, mode, float(es["min_delta"])):
+                    p.es_best, p.es_wait = row[es["monitor"]], 0
+                else:
+                    p.es_wait += 1
+                    stop = p.es_wait >= int(es["patience"])
+                    if stop:
+                        p.stopped_early_at[phase] = epoch
+                        log.info("early stopping: %s has not improved by more than %g for %d epoch(s); "
+                                 "%s stops at epoch %d", es["monitor"], es["min_delta"], p.es_wait, phase, epoch)
+            if stop or e + 1 == n_epochs:
+                p.phase_done[phase] = True
+
+            p.model_file, p.model_kind = f"model_e{epoch:04d}.keras", kind
+            save_model(train_model, self.state.file(p.model_file))
+            self.state.save(p.to_dict())
+            _test_kill_hook(epoch)
+            if stop:
+                break
+
+    # ---- outputs ----
+
+    def write_outputs(self, out_model, out_best, out_classes, out_history, out_summary, out_info) -> dict:
+        import keras
+        import tensorflow as tf
+
+        from . import models
+
+        p = self.progress
+        save_model(self.model, out_model)
+        # The best model: a fresh full model with the weights of the best epoch's checkpoint
+        # (Keras lists a model's weights in the same order whatever is trainable).
+        with self.rt.strategy.scope():
+            best, _ = self._new_model()
+        load_weights_from(self.state.file(p.best_file), models.head_model(best) if p.best_kind == "head" else best)
+        save_model(best, out_best)
+        write_text(out_classes, "".join(f"{c}\n" for c in self.classes))
+        write_tsv(out_history, pd.DataFrame(p.history, columns=HISTORY_COLUMNS))
+        write_text(out_summary, _summary_text(self.model))
+        stops = [e for e in p.stopped_early_at.values() if e is not None]
+        desc = self.rt.describe()
+        info = {
+            "experiment": self.params,
+            "classes": self.classes,
+            "weights": str(self.weights_path) if self.weights_path else None,
+            "epochs_run": p.epoch,
+            "epochs_per_phase": p.epochs_per_phase,
+            "stopped_early_at": max(stops) if stops else None,
+            "stopped_early_per_phase": {ph: p.stopped_early_at.get(ph) for ph, _, _ in self.phases},
+            "best_epoch": p.best_epoch,
+            "best_val_loss": p.best_val_loss,
+            "seconds_total": time.monotonic() - self.t_start,
+            "seconds_per_epoch": [row["seconds"] for row in p.history],
+            "feature_seconds": self.feature_seconds,
+            "cached_features": bool(self.use_cache),
+            "items": {"train": len(self.train_src), "valid": len(self.valid_src)},
+            "skipped": {name: part.skipped for name, part in self.parts.items()},
+            "resumed_from_epoch": self.resumed_from,
+            "fingerprint": self.fingerprint,
+            "device": desc["device"] if not desc["gpus"] else f"GPU: {', '.join(desc['gpus'])}",
+            "runtime": desc,
+            "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                         "keras": keras.__version__, "numpy": np.__version__},
+        }
+        write_json(out_info, info)
+        return info
+
+
+def _test_kill_hook(epoch: int) -> None:
+    """Tests only: with LOKIML_TEST_KILL_AFTER_EPOCH=N, die by SIGKILL once epoch N's state is on disk."""
+    if os.environ.get(CRASH_ENV) and int(os.environ[CRASH_ENV]) == epoch:
+        log.warning("%s=%d: killing this process (test hook)", CRASH_ENV, epoch)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_experiment(split_path, store_npys, store_indexes, classes, out_model, out_best, out_classes, out_history,
+                     out_summary, out_info, state_dir, params: dict, weights_path=None, threads: int = 1) -> dict:
+    """Train one experiment and write its outputs; returns what was written to ``out_info``.
+
+    ``params``: the experiment's configuration (see the schema's ``experiment``; missing
+    keys get their defaults). ``classes``: the configured class list; a label is a
+    position in it. ``weights_path``: a weights file of the base, which is then frozen
+    for the first phase, or None to train the whole network from scratch.
+    ``state_dir``: resume state and cached features, removed after success.
+    ``threads``: TensorFlow's intra-op threads (set once per process).
+
+    Outputs, all written atomically:
+
+    * ``out_model``: the final full model (.keras; input 'image', uint8 (S, S, 1) grey images,
+      output class probabilities); ``out_best``: the same model at the epoch of lowest val_loss;
+    * ``out_classes``: the class names, one a line, in label order;
+    * ``out_history``: TSV with phase, epoch, loss, accuracy, val_loss, val_accuracy, seconds,
+      learning_rate (one row per epoch; epochs numbered 1, 2, ... across phases);
+    * ``out_summary``: ``model.summary()`` text;
+    * ``out_info``: JSON (parameters, epochs per phase, early stop, best epoch, times, cached
+      features, item counts, skipped items by reason, device, versions).
+    """
+    run = _Run(split_path, store_npys, store_indexes, classes, state_dir, params, weights_path, threads)
+    run.run()
+    info = run.write_outputs(out_model, out_best, out_classes, out_history, out_summary, out_info)
+    shutil.rmtree(run.state.dir, ignore_errors=True)
+    p = run.progress
+    log.info("training finished: %d epoch(s), best val_loss %.4f at epoch %d, %.1f s in this run",
+             p.epoch, p.best_val_loss, p.best_epoch, info["seconds_total"])
+    return info
