@@ -409,3 +409,17 @@ def test_augment_shift_and_nearest_fill():
     np.testing.assert_array_equal(down, img)                         # rows are identical: shift invisible
     rot = augment(np.full((30, 50), 240, np.uint8), False, 45.0, 0.1, 0.1)
     assert (rot == 240).all()                                        # no black corners after rotation
+
+
+@pytest.mark.parametrize("angle", [30.0, 90.0, -123.377, 170.0])
+@pytest.mark.parametrize("shift", [(0.1, 0.1), (-0.1, 0.07), (0.1, -0.1)])
+def test_augment_fills_corners_with_the_background_at_any_rotation_and_shift(angle, shift):
+    # A rotation plus a shift used to sample outside the padded image: black corners,
+    # which normalisation then took for object pixels.
+    img = np.full((60, 200), 250, np.uint8)
+    img[25:35, 20:180] = 50
+    out = augment(img, True, angle, *shift)
+    border = np.concatenate([out[0], out[-1], out[:, 0], out[:, -1]])
+    assert border.min() >= 50  # only background or object values, never the black of an unpadded sample
+    corners = [out[0, 0], out[0, -1], out[-1, 0], out[-1, -1]]
+    assert min(corners) == 250

@@ -38,6 +38,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 REASONS = ("unreadable image", "truncated image", "image too large", "empty image")
 
 POLARITIES = ("dark", "light", "auto")
+
+# Guards the temporary change of Pillow's global pixel limit in decode_grey (shard workers may be threads).
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 class ImageError(Exception):
@@ -110,12 +114,14 @@ def decode_grey(data: bytes, name: str, max_pixels: int = 100_000_000, min_size:
             # We apply our own limit below; Pillow's warning would only be noise in the logs.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if raise_pil_limit:
-                Image.MAX_IMAGE_PIXELS = max_pixels
-            try:
+                with _PIL_LIMIT_LOCK:  # Image.open only parses the header: the lock is held briefly
+                    Image.MAX_IMAGE_PIXELS = max_pixels
+                    try:
+                        im = Image.open(io.BytesIO(data))
+                    finally:
+                        Image.MAX_IMAGE_PIXELS = pil_limit
+            else:
                 im = Image.open(io.BytesIO(data))
-            finally:
-                if raise_pil_limit:
-                    Image.MAX_IMAGE_PIXELS = pil_limit
             with im:
                 w, h = im.size
                 if w <= 0 or h <= 0:
@@ -224,10 +230,12 @@ def augment(img: np.ndarray, flip: bool, angle: float, dx: float, dy: float) -> 
         return np.ascontiguousarray(img)
     h, w = img.shape
     tx, ty = dx * w, dy * h
-    # Every output pixel samples within half the diagonal (+ the shift) of the centre: pad that far.
-    half_diag = 0.5 * math.hypot(w, h)
-    pad_x = int(math.ceil(max(0.0, half_diag - w / 2.0) + abs(tx))) + 2
-    pad_y = int(math.ceil(max(0.0, half_diag - h / 2.0) + abs(ty))) + 2
+    # Every output pixel samples within half the diagonal plus the length of the
+    # shift of the centre (the shift is undone before the rotation, so it turns
+    # with it): pad that far in both directions.
+    reach = 0.5 * math.hypot(w, h) + math.hypot(tx, ty)
+    pad_x = int(math.ceil(max(0.0, reach - w / 2.0))) + 2
+    pad_y = int(math.ceil(max(0.0, reach - h / 2.0))) + 2
     padded = np.pad(img, ((pad_y, pad_y), (pad_x, pad_x)), mode="edge")
     # Inverse map (output -> input), in Pillow's continuous coordinates (pixel centres at i + 0.5).
     theta = math.radians(angle)
