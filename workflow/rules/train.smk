@@ -15,12 +15,15 @@ rule resolve_weights:
 
 
 rule make_demo_weights:
-    """Stand-in 'pre-trained' weights for the offline demo: a seeded random base, frozen.
+    """Stand-in 'pre-trained' weights for the offline demo (see lokiml/demo_weights.py).
 
-    The demo's pre-trained experiments point `weights:` at these files, so that the
-    frozen-base (cached features) path runs without internet. Real runs use
-    `weights: imagenet` (rule resolve_weights) or a path of your own.
+    A seeded random base whose BatchNorm statistics are calibrated on the demo's
+    training images. The demo's pre-trained experiments point `weights:` at these
+    files, so that the frozen-base (cached features) path runs without internet.
+    Real runs use `weights: imagenet` (rule resolve_weights) or a path of your own.
     """
+    input:
+        unpack(get_demo_weights_inputs),
     output:
         "resources/demo_weights/{model}_seeded_random.weights.h5",
     conda:

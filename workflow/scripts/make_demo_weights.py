@@ -1,13 +1,14 @@
-"""Rule make_demo_weights: a seeded, randomly initialised base saved as a weights file (offline demo only)."""
+"""Rule make_demo_weights: a seeded base with calibrated BatchNorm statistics (offline demo only)."""
 
 from lokiml.logs import redirect_to_log
 
 
 def main(smk):
     redirect_to_log(smk.log[0])
-    from lokiml.models import save_seeded_base_weights
+    from lokiml.demo_weights import make_demo_weights
 
-    save_seeded_base_weights(smk.wildcards.model, smk.output[0], seed=1)
+    make_demo_weights(smk.wildcards.model, smk.output[0], smk.input.split, list(smk.input.npys),
+                      list(smk.input.indexes), seed=1)
 
 
 if __name__ == "__main__":
