@@ -35,6 +35,10 @@ lint: $(STAMP)
 dag: $(STAMP)
 	$(SNAKEMAKE) --rulegraph --configfile config/demo.yaml | dot -Tsvg > docs/rulegraph.svg
 
+## report: the HTML report of the demo run (after make run)
+report: $(STAMP)
+	$(SNAKEMAKE) --workflow-profile profiles/workstation --cores $(CORES) --configfile config/demo.yaml --report results/report.html
+
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
 

@@ -1,0 +1,37 @@
+import os
+import stat
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lokiml.io import atomic_path, save_npy, write_tsv
+
+
+def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
+    target = tmp_path / "out.tsv"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_get_normal_permissions_not_private(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_tsv(tmp_path / "t.tsv", pd.DataFrame({"a": [1]}))
+        save_npy(tmp_path / "a.npy", np.zeros(3, np.uint8))
+    finally:
+        os.umask(old)
+    for f in ["t.tsv", "a.npy"]:
+        assert stat.S_IMODE((tmp_path / f).stat().st_mode) == 0o644
+
+
+def test_unchanged_table_is_byte_identical(tmp_path):
+    df = pd.DataFrame({"x": [0.1234567891, 2.0], "y": ["a", "b"]})
+    write_tsv(tmp_path / "a.tsv", df)
+    first = (tmp_path / "a.tsv").read_bytes()
+    write_tsv(tmp_path / "a.tsv", df.copy())
+    assert (tmp_path / "a.tsv").read_bytes() == first
