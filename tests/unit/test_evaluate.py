@@ -176,7 +176,7 @@ def outputs_for(root):
              "report_html": "classification_report.html", "confusion_counts": "confusion_counts.tsv",
              "confusion_normalised": "confusion_normalised.tsv", "confusion_counts_fig": "confusion_counts.svg",
              "confusion_normalised_fig": "confusion_normalised.svg", "reliability": "reliability.svg",
-             "mistakes": "mistakes.png"}
+             "mistakes": "mistakes.jpg"}
     assert set(names) == set(ev.SPLIT_OUTPUTS)
     for s in ev.SPLITS:
         for key, name in names.items():
@@ -264,7 +264,7 @@ def test_evaluate_experiment_numbers(tmp_path):
     mistakes = res["test"].mistakes
     assert len(mistakes) == 6 and (mistakes["correct"] == 0).all() and res["test"].mistake_images.shape == (6, 8, 8)
     assert mistakes["item_id"].tolist() == sorted(mistakes["item_id"])  # all at 0.8: ties by item id
-    assert outs["test_mistakes"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert outs["test_mistakes"].read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG: photos of objects
 
 
 def test_rewrite_is_byte_identical(tmp_path):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.workflow
 
 EXPERIMENT = "tiny"  # tests/workflow/tiny.yaml
 SPLIT_ENTRIES = {"predictions.tsv", "classification_report.html", "confusion_counts.svg", "confusion_normalised.svg",
-                 "reliability.svg", "mistakes.png"}
+                 "reliability.svg", "mistakes.jpg"}
 DATA_ENTRIES = {"summary.html", "objects_per_class.svg", "dropped_rows.svg", "split_sizes.svg"}
 
 
@@ -79,8 +79,8 @@ def test_every_entry_has_a_caption_labels_and_a_viewable_type(report):
             assert entry["mime_type"] == "image/svg+xml", path
         if path.endswith(".html"):
             assert entry["mime_type"] == "text/html", path
-        if path.endswith(".png"):
-            assert entry["mime_type"] == "image/png", path
+        if path.endswith(".jpg"):
+            assert entry["mime_type"] == "image/jpeg", path
     # captions are rendered with the experiment's name
     assert EXPERIMENT in results[f"results/evaluation/{EXPERIMENT}/test/confusion_counts.svg"]["caption"]
 
@@ -97,7 +97,7 @@ def test_report_tables_hold_the_numbers(report):
     data = _content(results["results/data/report/summary.html"])
     assert "TOTAL" in data and all(c in data for c in classes)
     board = _content(results["results/evaluation/leaderboard.html"])
-    assert EXPERIMENT in board and "test macro F1" in board
+    assert EXPERIMENT in board and "Scores on the test split" in board and "macro F1" in board
     svg = _content(results[f"results/evaluation/{EXPERIMENT}/test/confusion_normalised.svg"])
     assert svg.lstrip().startswith("<?xml") and all(f"<!-- {c} -->" in svg for c in classes)
 
@@ -129,3 +129,12 @@ def test_changing_evaluation_code_never_retrains(report, tmp_path):
     counts = jobs_to_run(copy)
     assert counts.get("evaluate_model") == 1, counts
     assert "train_model" not in counts and "normalise_images" not in counts, counts
+
+
+def test_a_deleted_figure_is_made_again_without_retraining(report, tmp_path):
+    wd, _, _, _ = report
+    copy = tmp_path / "wd"
+    shutil.copytree(wd, copy, symlinks=True)
+    (copy / "results" / "evaluation" / EXPERIMENT / "test" / "reliability.svg").unlink()
+    counts = jobs_to_run(copy)
+    assert counts.get("evaluate_model") == 1 and "train_model" not in counts, counts

@@ -50,10 +50,12 @@ def get_all_targets():
     for size in SIZES:
         targets += get_shards(size)["index"]
     targets += expand(f"{EXP}/{{experiment}}/model.keras", experiment=CNN_EXPERIMENTS)
-    targets += get_data_report_files()
-    targets += expand(f"{EVAL}/{{experiment}}/summary.txt", experiment=CNN_EXPERIMENTS)
+    # Every output of the evaluation rules is a target (not only one per job), so that a deleted
+    # figure or table is made again. rules.* exist here: rule all is parsed after the includes.
+    targets += list(rules.plot_data_summary.output)
+    targets += expand(list(rules.evaluate_model.output), experiment=CNN_EXPERIMENTS)
     if CNN_EXPERIMENTS:
-        targets.append(f"{EVAL}/leaderboard.tsv")
+        targets += list(rules.make_leaderboard.output)
     return targets
 
 
@@ -124,6 +126,12 @@ def get_leaderboard_settings():
     }
 
 
-def get_data_report_files():
-    """The data-stage figures and table of the report (rule plot_data_summary)."""
-    return [f"{DATA}/report/{name}" for name in ("summary.html", "objects_per_class.svg", "dropped_rows.svg", "split_sizes.svg")]
+def get_demo_weights_inputs(wildcards):
+    """The training images that calibrate the demo's stand-in weights of a backbone.
+
+    At the smallest image size of the experiments that use this backbone.
+    """
+    sizes = [e["image_size"] for e in config["experiments"].values()
+             if e["kind"] == "cnn" and e["model"].lower() == wildcards.model]
+    shards = get_shards(min(sizes) if sizes else min(SIZES))
+    return {"split": f"{DATA}/split.tsv", "npys": shards["npy"], "indexes": shards["index"]}

@@ -71,7 +71,7 @@ rule evaluate_model:
             labels={"result": "reliability diagram (calibration)", "type": "figure"},
         ),
         test_mistakes=report(
-            f"{EVAL}/{{experiment}}/test/mistakes.png",
+            f"{EVAL}/{{experiment}}/test/mistakes.jpg",
             caption="../report/mistakes.rst",
             category="{experiment}",
             subcategory="test",
@@ -117,7 +117,7 @@ rule evaluate_model:
             labels={"result": "reliability diagram (calibration)", "type": "figure"},
         ),
         valid_mistakes=report(
-            f"{EVAL}/{{experiment}}/valid/mistakes.png",
+            f"{EVAL}/{{experiment}}/valid/mistakes.jpg",
             caption="../report/mistakes.rst",
             category="{experiment}",
             subcategory="valid",

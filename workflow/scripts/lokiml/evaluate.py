@@ -4,12 +4,13 @@ One call per rule:
 
 * :func:`evaluate_experiment` (rule ``evaluate_model``): predicts the validation
   and the test split with the experiment's **best checkpoint** (``best.keras``,
-  the epoch with the lowest ``val_loss``; the seed reloaded ``best_model.h5``
-  before predicting, which is the same idea: the model that is reported is the
-  one early stopping would keep, not the last epoch) and writes, per split,
+  the epoch with the lowest ``val_loss``). The seed meant the same when it
+  reloaded ``best_model.h5`` before predicting, but its ModelCheckpoint lacked
+  ``save_best_only=True``, so that file held the last epoch. It writes, per split,
   the predictions, a classification report, confusion matrices (counts and row
-  percentages), metrics and a reliability diagram; per experiment, the training
-  curves and a summary like the seed's README.txt.
+  percentages), metrics, a reliability diagram and a gallery of the most
+  confident mistakes; per experiment, the training curves and a summary like
+  the seed's README.txt.
 * :func:`leaderboard` (rule ``make_leaderboard``): one row per experiment.
 * :func:`plot_data_summary` (rule ``plot_data_summary``): figures of the data
   preparation (objects per class before and after balancing, dropped rows by
@@ -58,7 +59,7 @@ SVG_HASH_SALT = "lokiml"
 # What a split's outputs are called; the rule names its outputs f"{split}_{key}".
 SPLIT_OUTPUTS = ("predictions", "metrics", "report", "report_html", "confusion_counts", "confusion_normalised",
                  "confusion_counts_fig", "confusion_normalised_fig", "reliability", "mistakes")
-MISTAKES_SHOWN = 40
+MISTAKES_SHOWN = 30
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,15 +293,16 @@ def _below(fig, ax, inches: float = 0.75) -> float:
 
 
 def save_figure(fig, path, dpi: int = 150) -> None:
-    """Save ``fig`` atomically as SVG, PNG or PDF, without dates, so that the same figure gives the same bytes."""
+    """Save ``fig`` atomically as SVG, PNG, JPEG or PDF, without dates, so that the same figure gives the same bytes."""
     plt = _pyplot()
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
     metadata = {"svg": {"Date": None}, "png": {"Software": None},
                 "pdf": {"CreationDate": None, "ModDate": None}}.get(fmt, {})
+    extra = {"pil_kwargs": {"quality": 85}} if fmt in ("jpg", "jpeg") else {"metadata": metadata}
     try:
         with plt.rc_context({"svg.hashsalt": SVG_HASH_SALT}), atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", **extra)
     finally:
         plt.close(fig)
 
@@ -389,7 +391,7 @@ def plot_reliability(bins: pd.DataFrame, path, title: str = "") -> None:
 
 
 def plot_mistakes(mistakes: pd.DataFrame | None, images: np.ndarray | None, path, title: str = "",
-                  columns: int = 8) -> None:
+                  columns: int = 6) -> None:
     """A gallery of misclassified objects (normalised images as the model saw them), true and predicted class."""
     plt = _pyplot()
     n = 0 if mistakes is None else len(mistakes)
@@ -401,17 +403,17 @@ def plot_mistakes(mistakes: pd.DataFrame | None, images: np.ndarray | None, path
         else:
             cols = min(columns, n)
             rows = math.ceil(n / cols)
-            fig, axes = plt.subplots(rows, cols, figsize=(1.35 * cols, 1.75 * rows), squeeze=False)
+            fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.1 * rows), squeeze=False)
             for ax in axes.ravel():
                 ax.axis("off")
             for ax, (_, r), img in zip(axes.ravel(), mistakes.iterrows(), images):
                 ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-                ax.set_title(f"{r['object_id']}\n{r['true_class']}\n-> {r['predicted_class']} ({r['probability']:.2f})",
-                             fontsize=6.5, linespacing=1.15)
-            fig.subplots_adjust(wspace=0.08, hspace=0.65)
+                ax.set_title(f"{r['object_id']}\ntrue: {r['true_class']}\npredicted: {r['predicted_class']}"
+                             f"\n(p = {r['probability']:.2f})", fontsize=7.5, linespacing=1.2)
+            fig.subplots_adjust(wspace=0.15, hspace=0.75)
         if title:
             fig.suptitle(title, fontsize=11)
-        save_figure(fig, path)
+        save_figure(fig, path, dpi=100)
 
 
 def _epoch_axis(history: pd.DataFrame) -> np.ndarray:
@@ -471,6 +473,8 @@ p.note { color: #555; max-width: 60em; margin: 4px 0; }
 table { border-collapse: collapse; margin: 6px 0 12px 0; }
 th, td { padding: 3px 7px; border-bottom: 1px solid #e1e4e8; }
 td.zero { color: #b0b0b0; }
+td { white-space: nowrap; }
+td.key + td { white-space: normal; }
 th { background: #f3f4f6; text-align: left; position: sticky; top: 0; vertical-align: bottom; max-width: 7em;
      font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -1002,15 +1006,22 @@ def leaderboard(experiments, test_metrics, valid_metrics, infos, settings: dict,
         shown["weights"] = [short_weights(w) for w in shown["weights"]]
         shown["training_time"] = [_duration(v) if np.isfinite(v) else "" for v in shown.pop("training_seconds")]
         heads["weights"] = "; ".join(f"{e}: {w}" for e, w in zip(table["experiment"], table["weights"]))
-        labels = {"test_macro_f1": "test macro F1", "test_accuracy": "test accuracy",
-                  "test_balanced_accuracy": "test balanced accuracy", "test_top3_accuracy": "test top-3 accuracy",
-                  "test_log_loss": "test log loss", "test_ece": "test ECE", "valid_macro_f1": "validation macro F1",
+        labels = {"test_macro_f1": "macro F1", "test_accuracy": "accuracy",
+                  "test_balanced_accuracy": "balanced accuracy", "test_top3_accuracy": "top-3 accuracy",
+                  "test_log_loss": "log loss", "test_ece": "ECE", "valid_macro_f1": "validation macro F1",
                   "epochs_run": "epochs", "best_epoch": "best epoch", "training_time": "training time",
                   "n_test": "test objects", "image_size": "image size (px)"}
-        body = f'<p class="note">{html.escape(notes)}</p>' + html_table(
-            shown, floats={c: "{:.3f}" for c in shown.columns if c.startswith(("test_", "valid_"))}, headers=heads,
+        scores = ["rank", "experiment", "test_macro_f1", "test_accuracy", "test_balanced_accuracy",
+                  "test_top3_accuracy", "test_log_loss", "test_ece", "valid_macro_f1"]
+        settings_cols = ["rank", "experiment", "model", "weights", "image_size", "epochs_run", "best_epoch",
+                         "training_time", "n_test"]
+        body = f'<p class="note">{html.escape(notes)}</p><h2>Scores on the test split</h2>' + html_table(
+            shown[[c for c in scores if c in shown.columns]],
+            floats={c: "{:.3f}" for c in shown.columns if c.startswith(("test_", "valid_"))}, headers=heads,
             labels=labels,
             shade=("test_macro_f1", "test_accuracy", "test_balanced_accuracy", "test_top3_accuracy", "valid_macro_f1"))
+        body += "<h2>Experiments</h2>" + html_table(shown[[c for c in settings_cols if c in shown.columns]],
+                                                     headers=heads, labels=labels)
         write_text(out_html, html_page("Leaderboard", body))
     if out_figure:
         plot_leaderboard(table, out_figure)
