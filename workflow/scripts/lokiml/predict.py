@@ -1,0 +1,494 @@
+"""Prediction: classify new images with a trained experiment and write an EcoTaxa import bundle.
+
+Two steps:
+
+* :func:`record_normalisation` (rule ``record_normalisation``) writes
+  ``results/experiments/{exp}/normalisation.json`` next to the model: how the
+  training images were normalised (image size, threshold, polarity,
+  bottom_crop, max_pixels, img_rank), the classes in label order with the
+  EcoTaxa name each one is written back as, and the SHA-1 of the model file it
+  belongs to. Prediction reads only that file and the model, never the current
+  config's normalisation keys, so a model stays usable after the config changed.
+* :func:`predict_job` (rule ``predict_images``) reads an EcoTaxa export /
+  import table (.tsv/.txt, folder, .zip) or a plain folder of images,
+  normalises every image exactly as training did (:func:`lokiml.store.normalise_item`),
+  predicts in batches while the next chunk is decoded by a thread pool (memory
+  is bounded by the chunk size, not the number of images), and writes:
+
+  - ``ecotaxa_{name}.tsv``: an EcoTaxa import table (header, ``[t]``/``[f]``
+    type row): img_file_name, object_id, object_annotation_category,
+    object_annotation_status (``predicted``; objects whose status is in
+    ``statuses_to_keep`` keep their category and status; objects below the
+    threshold are left without category and status), object_score (the top
+    probability) and one ``object_prob_<class>`` column per class;
+  - ``ecotaxa_{name}.zip``: that table and its images, ready to upload;
+  - ``top3.csv``: object_id with the three most probable classes;
+  - ``summary.json``: every object accounted for (predicted, below threshold,
+    kept, unreadable, missing image, other image rank, duplicate), and the
+    accuracy on objects that already carry a validated label.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import posixpath
+import zipfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import images
+from .config import class_slug
+from .ecotaxa import FALLBACK_PATTERNS, TABLE_PATTERNS, _is_junk, _matches, open_export
+from .errors import InputError
+from .io import atomic_path, write_json, write_text
+from .logs import Progress
+from .objects import ClassMatcher
+from .store import NormParams, normalise_item
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif")
+RECORD_VERSION = 1
+TOP_K = 3
+CHUNK_BYTES = 256 * 2**20  # at most this many bytes of normalised images per chunk
+
+
+# --------------------------------------------------------------------------------------------
+# The normalisation record
+# --------------------------------------------------------------------------------------------
+
+def sha1_file(path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ecotaxa_names(classes, objects: pd.DataFrame | None) -> dict[str, str]:
+    """The EcoTaxa category each training class is written back as.
+
+    A class named like a node of its objects' lineage keeps that name; where the
+    category carries its parents EcoTaxa-style (``fiber<detritus``) the node is
+    written with its parents (``Noctiluca<Noctilucaceae``), as EcoTaxa shows it.
+    Otherwise (a node of ``object_annotation_hierarchy``, or a name given by a class
+    mapping) the class name itself.
+    """
+    names = {}
+    for c in classes:
+        name = c
+        if objects is not None and len(objects):
+            cats = objects.loc[objects["class_name"] == c, "category"].astype(str)
+            counts = Counter()
+            direct = False
+            for cat, n in cats.value_counts().items():
+                parts = [p.strip() for p in cat.split("<")]
+                if cat.strip() == c:
+                    direct = True
+                if c in parts:
+                    counts["<".join(parts[parts.index(c):])] += n
+            if not direct and counts:
+                name = counts.most_common(1)[0][0]
+        names[c] = name
+    return names
+
+
+def record_normalisation(model_path, classes_path, objects_path, out, experiment: str, image_size: int,
+                         threshold: int, polarity: str, bottom_crop: float, max_pixels: int,
+                         img_rank: int = 0) -> dict:
+    """Write the normalisation record of a trained experiment (see the module docstring)."""
+    classes = [c for c in Path(classes_path).read_text(encoding="utf-8").splitlines() if c]
+    objects = None
+    if objects_path:
+        objects = pd.read_csv(objects_path, sep="\t", dtype=str, keep_default_na=False)
+    names = ecotaxa_names(classes, objects)
+    rec = {
+        "version": RECORD_VERSION,
+        "experiment": experiment,
+        "model": os.path.basename(str(model_path)),
+        "model_sha1": sha1_file(model_path),
+        "image_size": int(image_size),
+        "threshold": int(threshold),
+        "polarity": str(polarity),
+        "bottom_crop": float(bottom_crop),
+        "max_pixels": int(max_pixels),
+        "img_rank": int(img_rank),
+        "classes": [{"name": c, "ecotaxa_name": names[c]} for c in classes],
+    }
+    write_json(out, rec)
+    log.info("normalisation of %s recorded: %d px, threshold %d, polarity %s, bottom_crop %g, %d classes",
+             experiment, rec["image_size"], rec["threshold"], rec["polarity"], rec["bottom_crop"], len(classes))
+    return rec
+
+
+@dataclass(frozen=True)
+class Record:
+    params: NormParams
+    classes: list[str]
+    ecotaxa_names: list[str]
+    img_rank: int
+    model_sha1: str | None
+
+
+def load_record(path) -> Record:
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"cannot read the normalisation record ({e})",
+                         hint="run the workflow's rule record_normalisation for this experiment") from None
+    missing = [k for k in ("image_size", "threshold", "polarity", "bottom_crop", "max_pixels", "classes") if k not in d]
+    if missing:
+        raise InputError(path, f"normalisation record lacks {missing}", hint="make it again (rule record_normalisation)")
+    params = NormParams(size=int(d["image_size"]), threshold=int(d["threshold"]), polarity=str(d["polarity"]),
+                        bottom_crop=float(d["bottom_crop"]), max_pixels=int(d["max_pixels"]))
+    classes = [c["name"] for c in d["classes"]]
+    names = [c.get("ecotaxa_name") or c["name"] for c in d["classes"]]
+    return Record(params, classes, names, int(d.get("img_rank", 0)), d.get("model_sha1"))
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+EXTRA = "extra:"  # prefix of the carried-over input columns in Input.items
+ITEM_COLUMNS = ["object_id", "img_file_name", "status", "category", "hierarchy", "source", "line"]
+
+
+class Input:
+    """The objects to classify and a reader of their images.
+
+    ``items``: one row per object (``object_id``, ``img_file_name`` relative to the
+    input's root, the status / category / hierarchy it already carries); ``outcome``
+    is ``todo``, or why the row is not classified (other_image_rank, duplicate_object_id,
+    missing_image).
+    """
+
+    def __init__(self, path, img_rank: int = 0):
+        self.path = Path(path)
+        self.export = None
+        self.extra_types: dict[str, str] = {}  # input columns carried over -> their type code
+        self.kind = "images" if self._is_image_folder(self.path) else "export"
+        if self.kind == "images":
+            self.items = self._list_images()
+        else:
+            self.export = open_export(self.path)
+            self.items = self._read_tables(img_rank)
+
+    @staticmethod
+    def _is_image_folder(path: Path) -> bool:
+        if not path.is_dir():
+            return False
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = [d for d in dirnames if not _is_junk([d])]
+            if any(_matches(f, TABLE_PATTERNS + FALLBACK_PATTERNS) for f in filenames if not _is_junk([f])):
+                return False
+        return True
+
+    def _list_images(self) -> pd.DataFrame:
+        rows = []
+        for dirpath, dirnames, filenames in os.walk(self.path):
+            dirnames[:] = sorted(d for d in dirnames if not _is_junk([d]))
+            rel_dir = Path(dirpath).relative_to(self.path).as_posix()
+            for f in sorted(filenames):
+                if _is_junk([f]) or not f.lower().endswith(IMAGE_SUFFIXES):
+                    continue
+                rel = f if rel_dir == "." else f"{rel_dir}/{f}"
+                rows.append({"object_id": Path(f).stem, "img_file_name": rel, "status": "", "category": "",
+                             "hierarchy": "", "source": str(self.path), "line": 0})
+        if not rows:
+            raise InputError(self.path, "holds neither an EcoTaxa table nor images (" + ", ".join(IMAGE_SUFFIXES) + ")")
+        items = pd.DataFrame(rows, columns=ITEM_COLUMNS)
+        items["outcome"] = "todo"
+        dup = items["object_id"].duplicated()
+        items.loc[dup, "outcome"] = "duplicate_object_id"
+        log.info("%s: a folder of %d images", self.path, len(items))
+        return items
+
+    def _read_tables(self, img_rank: int) -> pd.DataFrame:
+        frames = []
+        for table in self.export.tables:
+            df = table.df
+            for col in ("object_id", "img_file_name"):
+                if col not in df.columns:
+                    raise InputError(table.source, f"missing column {col}", row=table.header_line,
+                                     hint="an EcoTaxa table names each object's object_id and img_file_name")
+
+            def col(name):
+                return df[name].astype(str).str.strip() if name in df.columns else pd.Series("", index=df.index)
+
+            rank = pd.to_numeric(col("img_rank").replace({"": "0", "nan": "0", "NaN": "0"}), errors="coerce")
+            refs, outcome = [], []
+            for name, r in zip(df["img_file_name"].astype(str), rank):
+                o = "todo" if r == img_rank else "other_image_rank"
+                ref = ""
+                if o == "todo":
+                    try:
+                        ref = self.export.image_ref(table, name.strip())
+                        if not self.export.image_exists(table, name.strip()):
+                            o = "missing_image"
+                    except InputError:
+                        o = "missing_image"
+                refs.append(ref)
+                outcome.append(o)
+            frame = pd.DataFrame({
+                "object_id": col("object_id").to_numpy(), "img_file_name": refs,
+                "status": col("object_annotation_status").replace({"nan": ""}).to_numpy(),
+                "category": col("object_annotation_category").replace({"nan": ""}).to_numpy(),
+                "hierarchy": col("object_annotation_hierarchy").replace({"nan": ""}).to_numpy(),
+                "source": table.source, "line": table.lines, "outcome": outcome,
+            })
+            # Every other column of the input (sample, acquisition, process, object metadata) is carried
+            # over to the import table, so that EcoTaxa keeps them; not the annotation columns.
+            for c in df.columns:
+                if c in ("object_id", "img_file_name", "img_rank") or c.startswith("object_annotation_") \
+                        or c == "object_score" or c.startswith("object_prob_"):
+                    continue
+                frame[EXTRA + c] = df[c].to_numpy()
+                if c not in self.extra_types:
+                    self.extra_types[c] = (table.types or {}).get(c) or ""
+            frames.append(frame)
+        items = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ITEM_COLUMNS + ["outcome"])
+        extra = [c for c in items.columns if c.startswith(EXTRA)]
+        if extra:
+            items[extra] = items[extra].fillna("")
+        todo = items["outcome"] == "todo"
+        dup = todo & items["object_id"].where(todo).duplicated() & todo
+        items.loc[dup, "outcome"] = "duplicate_object_id"
+        return items
+
+    def read(self, ref: str) -> bytes:
+        if self.export is not None:
+            return self.export.read_image_by_ref(ref)
+        with open(self.path / ref, "rb") as f:
+            return f.read()
+
+    def close(self) -> None:
+        if self.export is not None:
+            self.export.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Batched prediction
+# --------------------------------------------------------------------------------------------
+
+def predict_images(model, refs, read_bytes, params: NormParams, n_classes: int, batch_size: int = 64,
+                   chunk: int = 1024, threads: int = 2, progress: Progress | None = None):
+    """Class probabilities of the images ``refs``: ``(probs float32 (n, C), errors list[str|None])``.
+
+    Images are read and normalised ``chunk`` at a time by a pool of ``threads``
+    threads while the model predicts the previous chunk. Rows of unreadable
+    images are NaN and their error is given.
+    """
+    refs = list(refs)
+    n = len(refs)
+    probs = np.full((n, n_classes), np.nan, dtype=np.float32)
+    errors: list[str | None] = [None] * n
+
+    def load(ref):
+        try:
+            return normalise_item(read_bytes(ref), ref, params), None
+        except images.ImageError as e:
+            return None, f"{e.reason}: {e}"
+        except (InputError, OSError) as e:
+            return None, f"missing image: {e}"
+
+    def load_chunk(start):
+        return list(pool.map(load, refs[start:start + chunk]))
+
+    starts = list(range(0, n, chunk))
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, ThreadPoolExecutor(max_workers=1) as ahead:
+        future = ahead.submit(load_chunk, starts[0]) if starts else None
+        for j, start in enumerate(starts):
+            loaded = future.result()
+            if j + 1 < len(starts):
+                future = ahead.submit(load_chunk, starts[j + 1])
+            ok = [i for i, (arr, err) in enumerate(loaded) if arr is not None]
+            for i, (arr, err) in enumerate(loaded):
+                if err:
+                    errors[start + i] = err
+                    log.warning("not classified: %s", err)
+            if ok:
+                x = np.stack([loaded[i][0] for i in ok])[..., None]
+                del loaded
+                out = np.empty((len(ok), n_classes), dtype=np.float32)
+                for b in range(0, len(ok), batch_size):
+                    p = np.asarray(model.predict_on_batch(x[b:b + batch_size]), dtype=np.float32)
+                    if p.ndim != 2 or p.shape[1] != n_classes:
+                        raise InputError("model", f"returns shape {p.shape[1:]} per image, expected ({n_classes},)",
+                                         hint="the model and its normalisation.json do not belong together")
+                    out[b:b + len(p)] = p
+                probs[start + np.asarray(ok)] = out
+            if progress is not None:
+                progress.update(min(chunk, n - start))
+    return probs, errors
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+
+def write_import_table(path, df: pd.DataFrame, types: dict[str, str]) -> None:
+    """An EcoTaxa import table: header, ``[t]``/``[f]`` type row, tab-separated, UTF-8, LF."""
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", quotechar='"', lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    w.writerow(list(df.columns))
+    w.writerow([types[c] for c in df.columns])
+    for row in df.itertuples(index=False):
+        w.writerow(["" if (isinstance(v, float) and np.isnan(v)) else v for v in row])
+    write_text(path, buf.getvalue())
+
+
+def _fmt(x: float) -> str:
+    return "" if np.isnan(x) else f"{x:.6f}"
+
+
+def _numeric(values: pd.Series) -> bool:
+    v = values.astype(str).str.strip()
+    v = v[(v != "") & (v.str.lower() != "nan")]
+    return bool(len(v)) and pd.to_numeric(v, errors="coerce").notna().all()
+
+
+def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record, threshold: float,
+                  statuses_to_keep, extra_types: dict[str, str] | None = None):
+    """``(import table, its type codes, top-3 table, counts)`` from the predictions of ``items``.
+
+    The input's other columns (``extra:<name>`` in ``items``) follow the annotation columns, with
+    their type code from the input (``extra_types``) or, without one, ``[f]`` when every value is a
+    number.
+
+    ``items`` are the rows with outcome ``todo`` (in order), ``probs`` / ``errors`` their predictions.
+    """
+    items = items.reset_index(drop=True)
+    keep = set(statuses_to_keep)
+    err = np.array([e is not None for e in errors], dtype=bool)
+    n_cls = len(record.classes)
+    safe = np.nan_to_num(probs, nan=-1.0)
+    top = np.argsort(-safe, axis=1, kind="stable")[:, :min(TOP_K, n_cls)]
+    best = top[:, 0] if len(items) else np.zeros(0, dtype=int)
+    score = np.where(err, np.nan, safe[np.arange(len(items)), best]) if len(items) else np.zeros(0)
+    kept = items["status"].isin(keep).to_numpy() & ~err
+    above = (score >= threshold) & ~err
+    names = np.asarray(record.ecotaxa_names, dtype=object)
+
+    category = np.where(kept, items["category"].to_numpy(), np.where(above, names[best] if len(items) else [], ""))
+    status = np.where(kept, items["status"].to_numpy(), np.where(above, "predicted", ""))
+    ok = ~err
+    table = pd.DataFrame({
+        "img_file_name": items["img_file_name"].to_numpy()[ok],
+        "object_id": items["object_id"].to_numpy()[ok],
+        "object_annotation_category": category[ok],
+        "object_annotation_status": status[ok],
+        "object_score": [_fmt(v) for v in score[ok]],
+    })
+    types = {"img_file_name": "[t]", "object_id": "[t]", "object_annotation_category": "[t]",
+             "object_annotation_status": "[t]", "object_score": "[f]"}
+    for c in [c for c in items.columns if c.startswith(EXTRA)]:
+        name = c[len(EXTRA):]
+        table[name] = items[c].to_numpy()[ok]
+        types[name] = (extra_types or {}).get(name) or ("[f]" if _numeric(table[name]) else "[t]")
+    for k, c in enumerate(record.classes):
+        col = f"object_prob_{class_slug(c)}"
+        table[col] = [_fmt(v) for v in probs[ok, k]]
+        types[col] = "[f]"
+
+    top3 = pd.DataFrame({"object_id": items["object_id"].to_numpy()[ok]})
+    for j in range(top.shape[1]):
+        top3[f"top{j + 1}_class"] = np.asarray(record.classes, dtype=object)[top[ok, j]] if ok.any() else []
+        top3[f"top{j + 1}_prob"] = [_fmt(v) for v in probs[np.flatnonzero(ok), top[ok, j]]] if ok.any() else []
+
+    # Accuracy on objects that already carry a validated label of one of the classes.
+    matcher = ClassMatcher(record.classes)
+    labelled = (items["status"] == "validated").to_numpy() & ok & (items["category"] != "").to_numpy()
+    truth = [matcher.match(c, h) for c, h in zip(items["category"][labelled], items["hierarchy"][labelled])]
+    idx = {c: k for k, c in enumerate(record.classes)}
+    known = [(t, b) for t, b in zip(truth, best[labelled]) if isinstance(t, str) and t in idx]
+    accuracy = {
+        "validated_objects": int(labelled.sum()),
+        "validated_in_classes": len(known),
+        "accuracy": (sum(idx[t] == b for t, b in known) / len(known)) if known else None,
+    }
+    counts = {
+        "predicted": int((ok & ~kept & above).sum()),
+        "below_threshold": int((ok & ~kept & ~above).sum()),
+        "kept": int(kept.sum()),
+        "unreadable": int(err.sum()),
+    }
+    return table, types, top3, {"counts": counts, "validated": accuracy,
+                                "unreadable_objects": items["object_id"][err].tolist()[:1000]}
+
+
+def write_bundle(path, table_path, table: pd.DataFrame, read_bytes) -> None:
+    """A zip of the import table (at its root) and its images, under the names the table gives them."""
+    with atomic_path(path, suffix=".zip") as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr(zipfile.ZipInfo(os.path.basename(str(table_path)), date_time=(1980, 1, 1, 0, 0, 0)),
+                       Path(table_path).read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+            seen = set()
+            for name in table["img_file_name"]:
+                if name in seen:
+                    continue
+                seen.add(name)
+                z.writestr(zipfile.ZipInfo(posixpath.normpath(name), date_time=(1980, 1, 1, 0, 0, 0)),
+                           read_bytes(name), compress_type=zipfile.ZIP_STORED)
+
+
+def predict_job(input_path, model_path, record_path, name: str, out_table, out_zip, out_top3, out_summary,
+                threshold: float = 0.5, statuses_to_keep=("validated",), batch_size: int = 64,
+                threads: int = 2, chunk: int = 1024, model=None) -> dict:
+    """Classify the images of ``input_path`` with ``model_path``; write the outputs (module docstring)."""
+    record = load_record(record_path)
+    if record.model_sha1 and model is None and sha1_file(model_path) != record.model_sha1:
+        raise InputError(record_path, f"was recorded for another version of {model_path}",
+                         hint="make it again: snakemake --forcerun record_normalisation")
+    if model is None:
+        from .evaluate import load_classifier
+
+        model = load_classifier(model_path)
+    src = Input(input_path, img_rank=record.img_rank)
+    try:
+        items = src.items
+        todo = items[items["outcome"] == "todo"].reset_index(drop=True)
+        log.info("%s: %d rows, %d objects to classify with %s (%d px, %d classes)", input_path, len(items),
+                 len(todo), model_path, record.params.size, len(record.classes))
+        # Two chunks of normalised images are in memory at a time (one predicted, one decoded): bound them.
+        chunk = max(1, min(chunk, max(batch_size, CHUNK_BYTES // (record.params.size ** 2))))
+        progress = Progress(len(todo), f"predict {name}", log)
+        probs, errors = predict_images(model, todo["img_file_name"], src.read, record.params, len(record.classes),
+                                       batch_size=batch_size, chunk=chunk, threads=threads, progress=progress)
+        table, types, top3, result = build_outputs(todo, probs, errors, record, threshold, statuses_to_keep,
+                                                     src.extra_types)
+        write_import_table(out_table, table, types)
+        _write_csv(out_top3, top3)
+        write_bundle(out_zip, out_table, table, src.read)
+    finally:
+        src.close()
+    dropped = items.loc[items["outcome"] != "todo", "outcome"].value_counts().to_dict()
+    counts = {"rows": len(items), **result["counts"],
+              **{k: int(dropped.get(k, 0)) for k in ("missing_image", "other_image_rank", "duplicate_object_id")}}
+    summary = {"name": name, "input": str(input_path), "model": str(model_path), "threshold": threshold,
+               "statuses_to_keep": list(statuses_to_keep), "classes": record.classes, "counts": counts,
+               "validated": result["validated"], "unreadable_objects": result["unreadable_objects"]}
+    write_json(out_summary, summary)
+    acc = result["validated"]["accuracy"]
+    log.info("%s: %d predicted, %d below threshold %.2f (left unclassified), %d kept (%s), %d unreadable, "
+             "%d missing image, %d other image rank, %d duplicate object_id%s", name, counts["predicted"],
+             counts["below_threshold"], threshold, counts["kept"], "/".join(statuses_to_keep) or "-",
+             counts["unreadable"], counts["missing_image"], counts["other_image_rank"], counts["duplicate_object_id"],
+             f"; accuracy on {result['validated']['validated_in_classes']} validated objects: {acc:.3f}"
+             if acc is not None else "")
+    return summary
+
+
+def _write_csv(path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, lineterminator="\n")
