@@ -146,6 +146,10 @@ def configure_tensorflow(threads: int, params: dict) -> Runtime:
     determinism = not on_gpu
     if determinism:
         tf.config.experimental.enable_op_determinism()
+        if xla:
+            log.warning("xla: true is not used on a CPU: Keras compiles nothing with XLA while op determinism "
+                        "is on (which exact resumes need)")
+            xla = False
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     rt = Runtime([g.name for g in gpus], strategy, mixed, xla, determinism, threads)
     log.info(
@@ -461,12 +465,37 @@ def save_model(model, path) -> None:
         model.save(str(tmp))
 
 
-def load_weights_from(path, target) -> None:
-    """Copy the weights (not the optimizer state) of the model saved at ``path`` into ``target``."""
+def save_for_inference(model, path) -> None:
+    """Save ``model`` atomically without optimizer or compile settings (the same layers, uncompiled).
+
+    Such a file loads without warnings whatever the optimizer or dtype policy was in training;
+    compile it again to train it further.
+    """
     import keras
 
-    saved = keras.models.load_model(str(path), compile=False)
-    target.set_weights(saved.get_weights())
+    save_model(keras.Model(model.input, model.output, name=model.name), path)
+
+
+def load_weights_from(path, target) -> None:
+    """Load the weights (not the optimizer state) of a model saved at ``path`` into ``target``, a model
+    of the same architecture."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # A compiled target whose optimizer is not built yet skips the saved optimizer state: as wanted.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        target.load_weights(str(path))
+
+
+def link_or_copy(src, dest) -> None:
+    """Give the file ``src`` a second name ``dest`` (hard link, or an atomic copy where links fail)."""
+    dest = Path(dest)
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 # --------------------------------------------------------------------------------------
@@ -474,21 +503,26 @@ def load_weights_from(path, target) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def compute_features(model, source: ImageSource, batch_size: int, dest: Path, threads: int) -> np.ndarray:
-    """Pooled base features of every item of ``source`` (in order), written to ``dest`` (.npy) and memory-mapped."""
+def compute_features(fmodel, source: ImageSource, batch_size: int, dest: Path, threads: int) -> np.ndarray:
+    """Features (``fmodel``'s output: the pooled base output) of every item of ``source``, in order,
+    written to ``dest`` (.npy) and returned memory-mapped."""
     from .logs import Progress
-    from .models import feature_model
 
-    fmodel = feature_model(model)
+    import tensorflow as tf
+
     n = len(source)
     dim = int(fmodel.output.shape[-1])
     progress = Progress(n, f"features {dest.stem}", log)
     ds = make_dataset(source, np.arange(n), batch_size, threads=threads)
+    dtype, shape = source.spec()
+    # One trace for all batch sizes (predict_on_batch would trace again for the last, smaller batch).
+    features_of = tf.function(lambda x: tf.cast(fmodel(x, training=False), tf.float32),
+                              input_signature=[tf.TensorSpec(shape, dtype)])
     with atomic_path(dest, suffix=".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
         i = 0
         for x, _ in ds:
-            f = np.asarray(fmodel.predict_on_batch(x), dtype=np.float32)
+            f = features_of(x).numpy()
             out[i:i + len(f)] = f
             i += len(f)
             progress.update(len(f))
@@ -621,35 +655,37 @@ class _Run:
         p = self.progress
         with self.rt.strategy.scope():
             self.model, self.base = self._new_model()
+            # Trained on cached features: the same Dropout and Dense layers as the full model's.
             self.head = models.head_model(self.model) if self.use_cache else None
-            models.compile_model(self.model, self.params["optimizer"], self.params["learning_rate"],
-                                 jit_compile=self.rt.xla)
             if p.model_file:
-                # The weights as of the last finished epoch; the optimizer state follows when that phase goes on.
-                if p.phase == "fine_tune":
-                    models.set_fine_tune_trainable(self.base, self.fine_tune["layers"])
+                # The weights as of the last finished epoch (the optimizer state is restored when its
+                # phase goes on, see _run_phase).
                 load_weights_from(self.state.file(p.model_file), self.head if p.model_kind == "head" else self.model)
 
     def _features(self) -> tuple[FeatureSource, FeatureSource]:
         """Cached base features of the train and valid items (computed once, kept in state_dir)."""
+        from .models import feature_model
+
         t0 = time.monotonic()
         key = params_hash({"model": self.params["model"], "size": self.params["image_size"], "data": self.data_fp,
                            "mixed": self.rt.mixed_precision})
-        feats = {}
+        feats, fmodel = {}, None
         for name, src in (("train", self.train_src), ("valid", self.valid_src)):
             path = self.state.dir / f"features_{key}_{name}.npy"
             if path.exists():
                 feats[name] = np.load(path, mmap_mode="r")
                 log.info("reusing the cached %s features %s", name, path.name)
             else:
-                feats[name] = compute_features(self.model, src, self.batch_size, path, self.threads)
+                fmodel = fmodel or feature_model(self.model)
+                feats[name] = compute_features(fmodel, src, self.batch_size, path, self.threads)
         for path in self.state.dir.glob("features_*.npy"):
             if key not in path.name:
                 path.unlink(missing_ok=True)
         self.feature_seconds = time.monotonic() - t0
         log.info("features: %d train and %d valid items, %d values each, ready in %.1f s",
                  len(self.train_src), len(self.valid_src), feats["train"].shape[1], self.feature_seconds)
-        return FeatureSource(feats["train"], self.train_src.labels), FeatureSource(feats["valid"], self.valid_src.labels)
+        return (FeatureSource(feats["train"], self.train_src.labels),
+                FeatureSource(feats["valid"], self.valid_src.labels))
 
     # ---- the epoch loop ----
 
@@ -704,10 +740,12 @@ class _Run:
                      phase, e + 1, n_epochs, epoch, row["loss"], row["accuracy"], row["val_loss"],
                      row["val_accuracy"], seconds)
 
+            p.model_file, p.model_kind = f"model_e{epoch:04d}.keras", kind
+            save_model(train_model, self.state.file(p.model_file))
             if _improved(row["val_loss"], p.best_val_loss, "min", 0.0):
                 p.best_val_loss, p.best_epoch = row["val_loss"], epoch
                 p.best_file, p.best_kind = f"best_e{epoch:04d}.keras", kind
-                save_model(train_model, self.state.file(p.best_file))
+                link_or_copy(self.state.file(p.model_file), self.state.file(p.best_file))
                 log.info("best val_loss so far: %.4f (epoch %d)", p.best_val_loss, epoch)
 
             stop = False
@@ -724,9 +762,6 @@ class _Run:
                                  "%s stops at epoch %d", es["monitor"], es["min_delta"], p.es_wait, phase, epoch)
             if stop or e + 1 == n_epochs:
                 p.phase_done[phase] = True
-
-            p.model_file, p.model_kind = f"model_e{epoch:04d}.keras", kind
-            save_model(train_model, self.state.file(p.model_file))
             self.state.save(p.to_dict())
             _test_kill_hook(epoch)
             if stop:
@@ -734,20 +769,36 @@ class _Run:
 
     # ---- outputs ----
 
+    def _save_best(self, out_best) -> None:
+        """The full model with the weights of the best epoch's checkpoint. That holds either the full
+        model or the head; a head goes with the base as it was in the head phase."""
+        from . import models
+
+        p = self.progress
+        if p.best_file is None:
+            log.warning("val_loss was never a finite number: best.keras is the final model")
+            save_for_inference(self.model, out_best)
+            return
+        if p.best_kind == "full":
+            target = holder = self.model
+        elif p.epochs_per_phase.get("fine_tune"):  # the base has changed since: a fresh full model
+            with self.rt.strategy.scope():
+                target, _ = self._new_model()
+            holder = models.head_model(target)
+        else:
+            target, holder = self.model, self.head
+        current = holder.get_weights()
+        load_weights_from(self.state.file(p.best_file), holder)
+        save_for_inference(target, out_best)
+        holder.set_weights(current)
+
     def write_outputs(self, out_model, out_best, out_classes, out_history, out_summary, out_info) -> dict:
         import keras
         import tensorflow as tf
 
-        from . import models
-
         p = self.progress
-        save_model(self.model, out_model)
-        # The best model: a fresh full model with the weights of the best epoch's checkpoint
-        # (Keras lists a model's weights in the same order whatever is trainable).
-        with self.rt.strategy.scope():
-            best, _ = self._new_model()
-        load_weights_from(self.state.file(p.best_file), models.head_model(best) if p.best_kind == "head" else best)
-        save_model(best, out_best)
+        save_for_inference(self.model, out_model)
+        self._save_best(out_best)
         write_text(out_classes, "".join(f"{c}\n" for c in self.classes))
         write_tsv(out_history, pd.DataFrame(p.history, columns=HISTORY_COLUMNS))
         write_text(out_summary, _summary_text(self.model))
@@ -816,6 +867,6 @@ def train_experiment(split_path, store_npys, store_indexes, classes, out_model, 
     info = run.write_outputs(out_model, out_best, out_classes, out_history, out_summary, out_info)
     shutil.rmtree(run.state.dir, ignore_errors=True)
     p = run.progress
-    log.info("training finished: %d epoch(s), best val_loss %.4f at epoch %d, %.1f s in this run",
+    log.info("training finished: %d epoch(s), best val_loss %s at epoch %s, %.1f s in this run",
              p.epoch, p.best_val_loss, p.best_epoch, info["seconds_total"])
     return info
