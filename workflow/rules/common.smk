@@ -1,6 +1,7 @@
 # Shared set-up: config validation, wildcard constraints and input functions.
 # Nothing heavy happens here: the export is read by rule read_export, not at DAG-build time.
 
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ wildcard_constraints:
     size=r"\d+",
     shard=r"\d+",
     experiment=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    prediction=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def get_export():
@@ -54,14 +56,40 @@ def get_all_targets():
     # figure or table is made again. rules.* exist here: rule all is parsed after the includes.
     targets += list(rules.plot_data_summary.output)
     targets += expand(list(rules.evaluate_model.output), experiment=CNN_EXPERIMENTS)
-    if CNN_EXPERIMENTS:
+    targets += expand(list(rules.evaluate_descriptors.output), experiment=DESCRIPTOR_EXPERIMENTS)
+    if EVALUATED_EXPERIMENTS:
         targets += list(rules.make_leaderboard.output)
+    targets += expand(f"{EXP}/{{experiment}}/normalisation.json", experiment=CNN_EXPERIMENTS)
+    if PREDICTIONS:
+        targets += expand(list(rules.predict_images.output), prediction=PREDICTIONS)
     return targets
 
 
 EXP = "results/experiments"
 EVAL = "results/evaluation"
 CNN_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "cnn")
+DESCRIPTOR_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "descriptors")
+# Every experiment with evaluation outputs (results/evaluation/{experiment}/...): on the leaderboard.
+EVALUATED_EXPERIMENTS = sorted(CNN_EXPERIMENTS + DESCRIPTOR_EXPERIMENTS)
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these experiment names (none: matches nothing).
+
+    Both kinds write results/experiments/{experiment}/classes.txt and the same evaluation files,
+    so each rule is constrained to the experiments of its kind.
+    """
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+PRED = "results/predictions"
+PREDICTIONS = sorted(config["predict"])
+for _name, _job in config["predict"].items():
+    if _job["experiment"] not in CNN_EXPERIMENTS:
+        raise WorkflowError(
+            f"config key predict.{_name}.experiment: {_job['experiment']!r} is not a CNN experiment of "
+            f"`experiments:` (known: {', '.join(CNN_EXPERIMENTS) or 'none'})"
+        )
 
 
 def get_weights_file(experiment):
@@ -119,11 +147,23 @@ def get_evaluation_batch_size(wildcards):
 
 
 def get_leaderboard_settings():
-    """Model, weights and image size per CNN experiment, for the leaderboard's columns."""
-    return {
+    """Model, weights and image size per CNN experiment, for the leaderboard's columns.
+
+    A descriptors experiment shows its classifier as the model and `descriptors` as the weights.
+    """
+    settings = {
         name: {k: config["experiments"][name][k] for k in ("model", "weights", "image_size")}
         for name in CNN_EXPERIMENTS
     }
+    for name in DESCRIPTOR_EXPERIMENTS:
+        settings[name] = {"model": config["experiments"][name]["classifier"], "weights": "descriptors"}
+    return settings
+
+
+def get_descriptor_params(wildcards):
+    """The keys a descriptors experiment uses (changing a CNN-only key reruns nothing)."""
+    exp = config["experiments"][wildcards.experiment]
+    return {k: exp[k] for k in ("kind", "classifier", "param_grid", "max_missing", "exclude_columns", "seed")}
 
 
 def get_demo_weights_inputs(wildcards):
@@ -135,3 +175,155 @@ def get_demo_weights_inputs(wildcards):
              if e["kind"] == "cnn" and e["model"].lower() == wildcards.model]
     shards = get_shards(min(sizes) if sizes else min(SIZES))
     return {"split": f"{DATA}/split.tsv", "npys": shards["npy"], "indexes": shards["index"]}
+
+
+def get_normalisation_params(wildcards):
+    """How the training images of an experiment were normalised: recorded next to its model."""
+    n = config["normalise"]
+    return {
+        "image_size": config["experiments"][wildcards.experiment]["image_size"],
+        "threshold": n["threshold"],
+        "polarity": n["polarity"],
+        "bottom_crop": n["bottom_crop"],
+        "max_pixels": n["max_pixels"],
+        "img_rank": config["img_rank"],
+    }
+
+
+def get_prediction_inputs(wildcards):
+    """The images to classify, and the model with its normalisation record (never the config's `normalise:`)."""
+    job = config["predict"][wildcards.prediction]
+    exp_dir = f"{EXP}/{job['experiment']}"
+    return {
+        "images": job["input"],
+        "model": f"{exp_dir}/best.keras",
+        "record": f"{exp_dir}/normalisation.json",
+    }
+
+
+def get_prediction_params(wildcards):
+    """Threshold, kept statuses and batch size of one prediction job."""
+    job = config["predict"][wildcards.prediction]
+    return {k: job[k] for k in ("threshold", "statuses_to_keep", "batch_size")}
+
+
+def evaluation_outputs(curves_caption="../report/training_curves.rst", curves_label="training curves"):
+    """The outputs of evaluate_model and evaluate_descriptors, the same files for every kind of experiment.
+
+    Keys: summary, summary_html, curves, and {split}_{key} for lokiml.evaluate.SPLITS x SPLIT_OUTPUTS.
+    """
+    return {
+        "summary_html": report(
+            f"{EVAL}/{{experiment}}/summary.html",
+            caption="../report/summary.rst",
+            category="{experiment}",
+            subcategory="summary",
+            labels={"result": "summary (model, results, training, data)", "type": "table"},
+        ),
+        "summary": report(
+            f"{EVAL}/{{experiment}}/summary.txt",
+            caption="../report/summary.rst",
+            category="{experiment}",
+            subcategory="summary",
+            labels={"result": "summary (model, results, training, data)", "type": "text (download)"},
+        ),
+        "curves": report(
+            f"{EVAL}/{{experiment}}/training_curves.svg",
+            caption=curves_caption,
+            category="{experiment}",
+            subcategory="training",
+            labels={"result": curves_label, "type": "figure"},
+        ),
+        "test_predictions": report(
+            f"{EVAL}/{{experiment}}/test/predictions.tsv",
+            caption="../report/predictions.rst",
+            category="{experiment}",
+            subcategory="test",
+            labels={"result": "predictions per object", "type": "TSV (download)"},
+        ),
+        "test_metrics": f"{EVAL}/{{experiment}}/test/metrics.json",
+        "test_report": f"{EVAL}/{{experiment}}/test/classification_report.tsv",
+        "test_report_html": report(
+            f"{EVAL}/{{experiment}}/test/classification_report.html",
+            caption="../report/classification_report.rst",
+            category="{experiment}",
+            subcategory="test",
+            labels={"result": "classification report and metrics", "type": "table"},
+        ),
+        "test_confusion_counts": f"{EVAL}/{{experiment}}/test/confusion_counts.tsv",
+        "test_confusion_normalised": f"{EVAL}/{{experiment}}/test/confusion_normalised.tsv",
+        "test_confusion_counts_fig": report(
+            f"{EVAL}/{{experiment}}/test/confusion_counts.svg",
+            caption="../report/confusion_counts.rst",
+            category="{experiment}",
+            subcategory="test",
+            labels={"result": "confusion matrix, objects", "type": "figure"},
+        ),
+        "test_confusion_normalised_fig": report(
+            f"{EVAL}/{{experiment}}/test/confusion_normalised.svg",
+            caption="../report/confusion_normalised.rst",
+            category="{experiment}",
+            subcategory="test",
+            labels={"result": "confusion matrix, % of true class", "type": "figure"},
+        ),
+        "test_reliability": report(
+            f"{EVAL}/{{experiment}}/test/reliability.svg",
+            caption="../report/reliability.rst",
+            category="{experiment}",
+            subcategory="test",
+            labels={"result": "reliability diagram (calibration)", "type": "figure"},
+        ),
+        "test_mistakes": report(
+            f"{EVAL}/{{experiment}}/test/mistakes.jpg",
+            caption="../report/mistakes.rst",
+            category="{experiment}",
+            subcategory="test",
+            labels={"result": "the most confident mistakes (images)", "type": "figure"},
+        ),
+        "valid_predictions": report(
+            f"{EVAL}/{{experiment}}/valid/predictions.tsv",
+            caption="../report/predictions.rst",
+            category="{experiment}",
+            subcategory="valid",
+            labels={"result": "predictions per object", "type": "TSV (download)"},
+        ),
+        "valid_metrics": f"{EVAL}/{{experiment}}/valid/metrics.json",
+        "valid_report": f"{EVAL}/{{experiment}}/valid/classification_report.tsv",
+        "valid_report_html": report(
+            f"{EVAL}/{{experiment}}/valid/classification_report.html",
+            caption="../report/classification_report.rst",
+            category="{experiment}",
+            subcategory="valid",
+            labels={"result": "classification report and metrics", "type": "table"},
+        ),
+        "valid_confusion_counts": f"{EVAL}/{{experiment}}/valid/confusion_counts.tsv",
+        "valid_confusion_normalised": f"{EVAL}/{{experiment}}/valid/confusion_normalised.tsv",
+        "valid_confusion_counts_fig": report(
+            f"{EVAL}/{{experiment}}/valid/confusion_counts.svg",
+            caption="../report/confusion_counts.rst",
+            category="{experiment}",
+            subcategory="valid",
+            labels={"result": "confusion matrix, objects", "type": "figure"},
+        ),
+        "valid_confusion_normalised_fig": report(
+            f"{EVAL}/{{experiment}}/valid/confusion_normalised.svg",
+            caption="../report/confusion_normalised.rst",
+            category="{experiment}",
+            subcategory="valid",
+            labels={"result": "confusion matrix, % of true class", "type": "figure"},
+        ),
+        "valid_reliability": report(
+            f"{EVAL}/{{experiment}}/valid/reliability.svg",
+            caption="../report/reliability.rst",
+            category="{experiment}",
+            subcategory="valid",
+            labels={"result": "reliability diagram (calibration)", "type": "figure"},
+        ),
+        "valid_mistakes": report(
+            f"{EVAL}/{{experiment}}/valid/mistakes.jpg",
+            caption="../report/mistakes.rst",
+            category="{experiment}",
+            subcategory="valid",
+            labels={"result": "the most confident mistakes (images)", "type": "figure"},
+        ),
+    }

@@ -1,5 +1,6 @@
-# Evaluation: one job per CNN experiment (the best checkpoint on the valid and test splits), a leaderboard
-# over all experiments, and figures of the data stage. Everything a user looks at is in the report:
+# Evaluation: one job per CNN experiment (the best checkpoint on the valid and test splits) and per
+# descriptors experiment (the same files), a leaderboard over all experiments, and figures of the data
+# stage. Everything a user looks at is in the report:
 #   snakemake --report report.html    (or report.zip)
 # Nothing here is an input of train_model: changing evaluation settings or code never retrains a model.
 # The evaluation settings are the params below (not in config.yaml): originals only, 15 calibration bins,
@@ -10,119 +11,9 @@ rule evaluate_model:
     input:
         unpack(get_evaluation_inputs),
     output:
-        summary_html=report(
-            f"{EVAL}/{{experiment}}/summary.html",
-            caption="../report/summary.rst",
-            category="{experiment}",
-            subcategory="summary",
-            labels={"result": "summary (model, results, training, data)", "type": "table"},
-        ),
-        summary=report(
-            f"{EVAL}/{{experiment}}/summary.txt",
-            caption="../report/summary.rst",
-            category="{experiment}",
-            subcategory="summary",
-            labels={"result": "summary (model, results, training, data)", "type": "text (download)"},
-        ),
-        curves=report(
-            f"{EVAL}/{{experiment}}/training_curves.svg",
-            caption="../report/training_curves.rst",
-            category="{experiment}",
-            subcategory="training",
-            labels={"result": "training curves", "type": "figure"},
-        ),
-        test_predictions=report(
-            f"{EVAL}/{{experiment}}/test/predictions.tsv",
-            caption="../report/predictions.rst",
-            category="{experiment}",
-            subcategory="test",
-            labels={"result": "predictions per object", "type": "TSV (download)"},
-        ),
-        test_metrics=f"{EVAL}/{{experiment}}/test/metrics.json",
-        test_report=f"{EVAL}/{{experiment}}/test/classification_report.tsv",
-        test_report_html=report(
-            f"{EVAL}/{{experiment}}/test/classification_report.html",
-            caption="../report/classification_report.rst",
-            category="{experiment}",
-            subcategory="test",
-            labels={"result": "classification report and metrics", "type": "table"},
-        ),
-        test_confusion_counts=f"{EVAL}/{{experiment}}/test/confusion_counts.tsv",
-        test_confusion_normalised=f"{EVAL}/{{experiment}}/test/confusion_normalised.tsv",
-        test_confusion_counts_fig=report(
-            f"{EVAL}/{{experiment}}/test/confusion_counts.svg",
-            caption="../report/confusion_counts.rst",
-            category="{experiment}",
-            subcategory="test",
-            labels={"result": "confusion matrix, objects", "type": "figure"},
-        ),
-        test_confusion_normalised_fig=report(
-            f"{EVAL}/{{experiment}}/test/confusion_normalised.svg",
-            caption="../report/confusion_normalised.rst",
-            category="{experiment}",
-            subcategory="test",
-            labels={"result": "confusion matrix, % of true class", "type": "figure"},
-        ),
-        test_reliability=report(
-            f"{EVAL}/{{experiment}}/test/reliability.svg",
-            caption="../report/reliability.rst",
-            category="{experiment}",
-            subcategory="test",
-            labels={"result": "reliability diagram (calibration)", "type": "figure"},
-        ),
-        test_mistakes=report(
-            f"{EVAL}/{{experiment}}/test/mistakes.jpg",
-            caption="../report/mistakes.rst",
-            category="{experiment}",
-            subcategory="test",
-            labels={"result": "the most confident mistakes (images)", "type": "figure"},
-        ),
-        valid_predictions=report(
-            f"{EVAL}/{{experiment}}/valid/predictions.tsv",
-            caption="../report/predictions.rst",
-            category="{experiment}",
-            subcategory="valid",
-            labels={"result": "predictions per object", "type": "TSV (download)"},
-        ),
-        valid_metrics=f"{EVAL}/{{experiment}}/valid/metrics.json",
-        valid_report=f"{EVAL}/{{experiment}}/valid/classification_report.tsv",
-        valid_report_html=report(
-            f"{EVAL}/{{experiment}}/valid/classification_report.html",
-            caption="../report/classification_report.rst",
-            category="{experiment}",
-            subcategory="valid",
-            labels={"result": "classification report and metrics", "type": "table"},
-        ),
-        valid_confusion_counts=f"{EVAL}/{{experiment}}/valid/confusion_counts.tsv",
-        valid_confusion_normalised=f"{EVAL}/{{experiment}}/valid/confusion_normalised.tsv",
-        valid_confusion_counts_fig=report(
-            f"{EVAL}/{{experiment}}/valid/confusion_counts.svg",
-            caption="../report/confusion_counts.rst",
-            category="{experiment}",
-            subcategory="valid",
-            labels={"result": "confusion matrix, objects", "type": "figure"},
-        ),
-        valid_confusion_normalised_fig=report(
-            f"{EVAL}/{{experiment}}/valid/confusion_normalised.svg",
-            caption="../report/confusion_normalised.rst",
-            category="{experiment}",
-            subcategory="valid",
-            labels={"result": "confusion matrix, % of true class", "type": "figure"},
-        ),
-        valid_reliability=report(
-            f"{EVAL}/{{experiment}}/valid/reliability.svg",
-            caption="../report/reliability.rst",
-            category="{experiment}",
-            subcategory="valid",
-            labels={"result": "reliability diagram (calibration)", "type": "figure"},
-        ),
-        valid_mistakes=report(
-            f"{EVAL}/{{experiment}}/valid/mistakes.jpg",
-            caption="../report/mistakes.rst",
-            category="{experiment}",
-            subcategory="valid",
-            labels={"result": "the most confident mistakes (images)", "type": "figure"},
-        ),
+        **evaluation_outputs(),
+    wildcard_constraints:
+        experiment=one_of(CNN_EXPERIMENTS),
     params:
         classes=config["classes"],
         experiment=get_experiment_params,
@@ -144,11 +35,42 @@ rule evaluate_model:
         "../scripts/evaluate_model.py"
 
 
+rule evaluate_descriptors:
+    """The evaluate_model outputs for a descriptors experiment; training_curves.svg shows its grid search."""
+    input:
+        model=f"{EXP}/{{experiment}}/model.pkl",
+        classes=f"{EXP}/{{experiment}}/classes.txt",
+        columns=f"{EXP}/{{experiment}}/columns.tsv",
+        grid=f"{EXP}/{{experiment}}/grid.tsv",
+        info=f"{EXP}/{{experiment}}/train_info.json",
+        objects=f"{DATA}/objects.tsv",
+        split=f"{DATA}/split.tsv",
+    output:
+        **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search"),
+    wildcard_constraints:
+        experiment=one_of(DESCRIPTOR_EXPERIMENTS),
+    params:
+        classes=config["classes"],
+        ece_bins=15,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/evaluate_descriptors/{experiment}.log",
+    benchmark:
+        "benchmarks/out/evaluate_descriptors/{experiment}.tsv"
+    script:
+        "../scripts/evaluate_descriptors.py"
+
+
 rule make_leaderboard:
     input:
-        test_metrics=expand(f"{EVAL}/{{experiment}}/test/metrics.json", experiment=CNN_EXPERIMENTS),
-        valid_metrics=expand(f"{EVAL}/{{experiment}}/valid/metrics.json", experiment=CNN_EXPERIMENTS),
-        infos=expand(f"{EXP}/{{experiment}}/train_info.json", experiment=CNN_EXPERIMENTS),
+        test_metrics=expand(f"{EVAL}/{{experiment}}/test/metrics.json", experiment=EVALUATED_EXPERIMENTS),
+        valid_metrics=expand(f"{EVAL}/{{experiment}}/valid/metrics.json", experiment=EVALUATED_EXPERIMENTS),
+        infos=expand(f"{EXP}/{{experiment}}/train_info.json", experiment=EVALUATED_EXPERIMENTS),
     output:
         html=report(
             f"{EVAL}/leaderboard.html",
@@ -169,7 +91,7 @@ rule make_leaderboard:
             labels={"result": "scores per experiment", "type": "figure"},
         ),
     params:
-        experiments=CNN_EXPERIMENTS,
+        experiments=EVALUATED_EXPERIMENTS,
         settings=get_leaderboard_settings(),
     conda:
         "../envs/train.yaml"

@@ -38,6 +38,8 @@ rule make_demo_weights:
 rule train_model:
     input:
         unpack(get_training_inputs),
+    wildcard_constraints:
+        experiment=one_of(CNN_EXPERIMENTS),
     output:
         model=f"{EXP}/{{experiment}}/model.keras",
         best=f"{EXP}/{{experiment}}/best.keras",
@@ -62,3 +64,36 @@ rule train_model:
         "benchmarks/out/train_model/{experiment}.tsv"
     script:
         "../scripts/train_model.py"
+
+
+rule train_descriptors:
+    """A scikit-learn classifier on the numeric object_* columns (lokiml/descriptors.py).
+
+    Fitted on the train split's original objects; hyper-parameters chosen on the valid split only.
+    """
+    input:
+        objects=f"{DATA}/objects.tsv",
+        split=f"{DATA}/split.tsv",
+    output:
+        model=f"{EXP}/{{experiment}}/model.pkl",
+        classes=f"{EXP}/{{experiment}}/classes.txt",
+        columns=f"{EXP}/{{experiment}}/columns.tsv",
+        grid=f"{EXP}/{{experiment}}/grid.tsv",
+        info=f"{EXP}/{{experiment}}/train_info.json",
+    wildcard_constraints:
+        experiment=one_of(DESCRIPTOR_EXPERIMENTS),
+    params:
+        experiment=get_descriptor_params,
+        classes=config["classes"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/train_descriptors/{experiment}.log",
+    benchmark:
+        "benchmarks/out/train_descriptors/{experiment}.tsv"
+    script:
+        "../scripts/train_descriptors.py"

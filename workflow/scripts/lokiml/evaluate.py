@@ -406,8 +406,10 @@ def plot_mistakes(mistakes: pd.DataFrame | None, images: np.ndarray | None, path
             fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.1 * rows), squeeze=False)
             for ax in axes.ravel():
                 ax.axis("off")
-            for ax, (_, r), img in zip(axes.ravel(), mistakes.iterrows(), images):
-                ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            for ax, (_, r), img in zip(axes.ravel(), mistakes.iterrows(),
+                                       images if images is not None else [None] * n):
+                if img is not None:
+                    ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
                 ax.set_title(f"{r['object_id']}\ntrue: {r['true_class']}\npredicted: {r['predicted_class']}"
                              f"\n(p = {r['probability']:.2f})", fontsize=7.5, linespacing=1.2)
             fig.subplots_adjust(wspace=0.15, hspace=0.75)
@@ -597,6 +599,17 @@ def evaluate_split(model, store, split_table: pd.DataFrame, split: str, classes,
     y = rows["class_name"].map(index).to_numpy(dtype=int)
     log.info("%s: predicting %d objects", split, len(rows))
     probs = predict_probabilities(model, store, rows["item_id"], batch_size, len(classes), source=model_source)
+    return split_result(rows, y, probs, classes, split, include_augmented, bins, excluded, store.gather)
+
+
+def split_result(rows: pd.DataFrame, y: np.ndarray, probs: np.ndarray, classes, split: str,
+                 include_augmented: bool = False, bins: int = ECE_BINS, excluded=(), gather=None) -> SplitResult:
+    """Metrics and tables of one split from its rows (``item_id``, ``object_id``), labels and probabilities.
+
+    The seam shared by every kind of experiment: ``probs[i]`` belongs to ``rows.iloc[i]``.
+    ``gather(item_ids)`` returns the images of the most confident mistakes (None: no images).
+    """
+    excluded = list(excluded)
     pred = probs.argmax(axis=1)
     metrics = compute_metrics(y, probs, list(classes), bins=bins)
     metrics["split"] = split
@@ -606,7 +619,7 @@ def evaluate_split(model, store, split_table: pd.DataFrame, split: str, classes,
         log.warning("%s: no objects of %s; their F1 counts as 0 in the macro average", split, metrics["classes_absent"])
     table = predictions_table(rows["item_id"], rows["object_id"], y, probs, classes)
     mistakes = most_confident_mistakes(table)
-    images = store.gather(mistakes["item_id"].tolist()) if len(mistakes) else None
+    images = gather(mistakes["item_id"].tolist()) if len(mistakes) and gather is not None else None
     return SplitResult(split, table, metrics, classification_table(y, pred, list(classes)),
                        confusion_counts(y, pred, len(classes)), calibration_bins(y, probs, bins),
                        len(excluded), excluded, mistakes, images)
