@@ -2,6 +2,7 @@
 # Nothing heavy happens here: the export is read by rule read_export, not at DAG-build time.
 
 import re
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,22 @@ def get_export():
     if config["export"]:
         return config["export"]
     return "resources/demo_export"
+
+
+def get_export_tables():
+    """For an export that is a folder: its table files.
+
+    Snakemake sees a folder input change only when the folder itself changes, not
+    when a table inside it is rewritten or appended to; listing the tables (a
+    cheap glob, nothing is read) makes a data update rerun read_export.
+    """
+    export = config["export"]
+    if not export or not os.path.isdir(export):
+        return []
+    found = set()
+    for pattern in ("ecotaxa*.tsv", "ecotaxa*.txt"):
+        found.update(str(p) for p in Path(export).rglob(pattern))
+    return sorted(found)
 
 
 def get_class_mapping():

@@ -19,6 +19,7 @@ rule make_demo_export:
 rule read_export:
     input:
         export=get_export(),
+        tables=get_export_tables(),
         mapping=get_class_mapping(),
     output:
         objects=f"{DATA}/objects.tsv",
