@@ -362,9 +362,8 @@ def plot_grid(grid_table: pd.DataFrame, path, title: str = "") -> None:
 def summary_lines(experiment: str, info: dict, results: dict, classes, counts: dict, model_file: str):
     """Sections of (label, value) pairs for summary.txt and summary.html."""
     test, valid = results["test"].metrics, results["valid"].metrics
-    k = next(key for key in test if key.startswith("top") and key.endswith("_accuracy"))
     cols = info.get("columns", [])
-    from .evaluate import _duration
+    from .evaluate import _duration, result_lines
 
     model = [
         ("Model", f"{info.get('classifier', '?')} (scikit-learn) on {len(cols)} image descriptors of the export: "
@@ -375,16 +374,7 @@ def summary_lines(experiment: str, info: dict, results: dict, classes, counts: d
                               "the test split was not used for the choice)"),
         ("Evaluated model", model_file),
     ]
-    res = [
-        ("Test accuracy", f"{test['accuracy']:.4f}"),
-        ("Test loss", f"{test['log_loss']:.4f} (log loss over all {len(classes)} classes)"),
-        ("Test balanced accuracy", f"{test['balanced_accuracy']:.4f}"),
-        ("Test macro F1", f"{test['macro_f1']:.4f}"),
-        (f"Test top-{k[3:-9]} accuracy", f"{test[k]:.4f}"),
-        ("Test calibration error", f"{test['ece']:.4f} (ECE, {test['ece_bins']} bins)"),
-        ("Validation accuracy", f"{valid['accuracy']:.4f}"),
-        ("Validation loss", f"{valid['log_loss']:.4f}"),
-    ]
+    res = result_lines(test, valid, len(classes))
     training = [("Training time", f"{_duration(info.get('seconds_total'))} in total (grid search included), "
                                   f"{info.get('threads', '?')} thread(s)")]
     data = [("Classes", f"{len(classes)}: {', '.join(classes)}")]

@@ -820,6 +820,21 @@ def split_counts(split_table: pd.DataFrame) -> dict:
     return out
 
 
+
+def result_lines(test: dict, valid: dict, n_classes: int) -> list[tuple[str, str]]:
+    """The 'Results' section of an experiment's summary: the key test and validation metrics."""
+    k = next(key for key in test if key.startswith("top") and key.endswith("_accuracy"))
+    return [
+        ("Test accuracy", f"{test['accuracy']:.4f}"),
+        ("Test loss", f"{test['log_loss']:.4f} (log loss over all {n_classes} classes)"),
+        ("Test balanced accuracy", f"{test['balanced_accuracy']:.4f}"),
+        ("Test macro F1", f"{test['macro_f1']:.4f}"),
+        (f"Test top-{k[3:-9]} accuracy", f"{test[k]:.4f}"),
+        ("Test calibration error", f"{test['ece']:.4f} (ECE, {test['ece_bins']} bins)"),
+        ("Validation accuracy", f"{valid['accuracy']:.4f}"),
+        ("Validation loss", f"{valid['log_loss']:.4f}"),
+    ]
+
 def summary_lines(experiment: str, params: dict, facts: dict, results: dict, classes, counts: dict,
                   model_file: str, include_augmented: bool) -> list[tuple[str, list[tuple[str, str]]]]:
     """Sections of (label, value) pairs: the same content for summary.txt and summary.html."""
@@ -840,17 +855,7 @@ def summary_lines(experiment: str, params: dict, facts: dict, results: dict, cla
         ("Evaluated checkpoint", f"{model_file} (the epoch with the lowest validation loss"
                                  + (f", epoch {facts['best_epoch']}" if facts["best_epoch"] is not None else "") + ")"),
     ]
-    k = next(key for key in test if key.startswith("top") and key.endswith("_accuracy"))
-    res = [
-        ("Test accuracy", f"{test['accuracy']:.4f}"),
-        ("Test loss", f"{test['log_loss']:.4f} (log loss over all {len(classes)} classes)"),
-        ("Test balanced accuracy", f"{test['balanced_accuracy']:.4f}"),
-        ("Test macro F1", f"{test['macro_f1']:.4f}"),
-        (f"Test top-{k[3:-9]} accuracy", f"{test[k]:.4f}"),
-        ("Test calibration error", f"{test['ece']:.4f} (ECE, {test['ece_bins']} bins)"),
-        ("Validation accuracy", f"{valid['accuracy']:.4f}"),
-        ("Validation loss", f"{valid['log_loss']:.4f}"),
-    ]
+    res = result_lines(test, valid, len(classes))
     training = [
         ("Epochs run", f"{facts['epochs_run']}" + (f" of {planned} planned" if planned else "")
                        + (f" ({phases})" if phases else "")),
