@@ -21,11 +21,11 @@ import time
 
 import pandas as pd
 import pytest
+from project_copy import make_copy
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COPY = ["Snakefile", "config", "workflow", "profiles", "tests/workflow/tiny.yaml"]
 SLURM_RULES = {"read_export", "normalise_images", "train_model", "evaluate_model"}  # must be SLURM jobs
 LOCAL_RULES = {"make_demo_export", "balance_classes", "split_dataset", "summarise_data", "make_demo_weights",
                "plot_data_summary", "make_leaderboard", "all"}  # small: must run inside Snakemake
@@ -66,16 +66,6 @@ def cluster():
         subprocess.run(["bash", os.path.join(HERE, "stop-slurm.sh")], timeout=120)
 
 
-def make_copy(project_root, dest):
-    """The parts of the project a run needs; the .venv is used where it is (sys.executable)."""
-    for item in COPY:
-        src = project_root / item
-        target = dest / os.path.basename(item)
-        if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, target)
-    return dest
 
 
 def snakemake_cmd(*args, configfiles=("tiny.yaml",)):

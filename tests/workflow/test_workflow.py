@@ -6,16 +6,15 @@ export small and trains one small experiment.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from project_copy import make_copy
 
 pytestmark = pytest.mark.workflow
 
-COPY = ["Snakefile", "config", "workflow", "profiles", "tests/workflow/tiny.yaml"]
 
 
 def snakemake(cwd, *args, check=True, timeout=1500):
@@ -27,15 +26,6 @@ def snakemake(cwd, *args, check=True, timeout=1500):
     return res
 
 
-def make_copy(root, dest):
-    for item in COPY:
-        src = root / item
-        target = dest / os.path.basename(item)
-        if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, target)
-    return dest
 
 
 def jobs_to_run(cwd, *extra):
