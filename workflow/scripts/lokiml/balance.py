@@ -1,9 +1,15 @@
 """Per-class balancing (the seed's step 1, without its defects).
 
-A class with more than ``cap`` objects keeps ``cap`` of them, spread evenly
-over its objects sorted by date and time (the seed took every n-th with
-n = floor(count / cap) and truncated, which for cap < count < 2*cap keeps
-only the earliest ``cap``). A smaller class keeps all its objects and, with
+A class with more than ``cap`` objects keeps ``cap`` of them, spread over its
+time range in proportion to when it was seen: ``cap`` is shared out over the
+days (``object_date``), each day's share over its hours (``object_time``), by
+largest remainders, and within an hour a seeded hash of the object id decides.
+So every day keeps its share, to within one object (the seed took every n-th
+with n = floor(count / cap) and truncated, which for cap < count < 2*cap keeps
+only the earliest ``cap``), and the choice is stable: appending new objects to
+an export changes the kept set only by about the share of the new objects,
+so a data update does not reshuffle (and renormalise) the whole training set.
+A smaller class keeps all its objects and, with
 augmentation on, is filled up to ``cap`` with augmented copies: each copy
 names the object it came from and carries its own augmentation parameters
 (horizontal flip, rotation, shift), drawn from a seeded generator, so the
@@ -32,9 +38,51 @@ def class_rng(seed: int, class_name: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def spread_evenly(n: int, k: int) -> np.ndarray:
-    """``k`` indices out of ``range(n)``, evenly spread, first one included."""
-    return (np.arange(k) * n) // k
+def apportion(counts: np.ndarray, k: int) -> np.ndarray:
+    """Share ``k`` out over strata of sizes ``counts`` by largest remainders.
+
+    Each stratum gets floor or ceil of its exact share ``k * count / total`` (never
+    more than its count); ties go to the earlier stratum.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    exact = counts * k / counts.sum()
+    quota = np.floor(exact).astype(np.int64)
+    rest = k - int(quota.sum())
+    if rest:
+        order = np.lexsort((np.arange(len(counts)), -(exact - quota)))
+        quota[order[:rest]] += 1
+    return quota
+
+
+def _priority(seed: int, object_ids) -> np.ndarray:
+    """A seeded pseudo-random rank per object that depends on its id only."""
+    return np.array([int.from_bytes(hashlib.sha256(f"{seed}\x00{oid}".encode()).digest()[:8], "little")
+                     for oid in object_ids], dtype=np.uint64)
+
+
+def cap_over_time(key: pd.DataFrame, cap: int, seed: int) -> np.ndarray:
+    """Positions of ``cap`` rows of ``key`` (columns date, time, object_id), kept over time.
+
+    ``cap`` is apportioned over the dates, each date's quota over its hours, and
+    within an hour the rows with the smallest seeded hash of their object id are kept.
+    Returns the kept positions, sorted.
+    """
+    day = key["date"].to_numpy()
+    hour = key["time"].str.slice(0, 2).to_numpy()
+    prio = _priority(seed, key["object_id"].to_numpy())
+    keep = []
+    days, day_of = np.unique(day, return_inverse=True)
+    for d, q_day in enumerate(apportion(np.bincount(day_of), cap)):
+        if q_day == 0:
+            continue
+        in_day = np.flatnonzero(day_of == d)
+        hours, hour_of = np.unique(hour[in_day], return_inverse=True)
+        for h, q_hour in enumerate(apportion(np.bincount(hour_of), int(q_day))):
+            if q_hour == 0:
+                continue
+            rows = in_day[hour_of == h]
+            keep.append(rows[np.argsort(prio[rows], kind="stable")[:q_hour]])
+    return np.sort(np.concatenate(keep))
 
 
 def _time_key(df: pd.DataFrame) -> pd.DataFrame:
@@ -59,8 +107,8 @@ def balance(objects: pd.DataFrame, classes, cap: int = 1000, augment: bool = Tru
         order = np.lexsort((key["object_id"].to_numpy(), key["time"].to_numpy(), key["date"].to_numpy()))
         members = members.iloc[order]
         if n > cap:
-            members = members.iloc[spread_evenly(n, cap)]
-            log.info("class %s: %d objects, kept %d spread evenly over time", cls, n, cap)
+            members = members.iloc[cap_over_time(key.iloc[order].reset_index(drop=True), cap, seed)]
+            log.info("class %s: %d objects, kept %d spread over its days and hours", cls, n, cap)
         base = pd.DataFrame({
             "item_id": members["object_id"].to_numpy(),
             "object_id": members["object_id"].to_numpy(),
