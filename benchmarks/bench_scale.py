@@ -82,12 +82,26 @@ def write_export(folder: Path, n: int, start: int = 0) -> Path:
     return tsv
 
 
-def snakemake(wd: Path, *args) -> float:
+def snakemake(wd: Path, *args, env=None) -> float:
     t = time.perf_counter()
     # targets before --configfile, which takes several files
     subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", "config/config.yaml",
-                    "bench.yaml"], cwd=wd, check=True, capture_output=True, text=True)
+                    "bench.yaml"], cwd=wd, check=True, capture_output=True, text=True, env=env)
     return time.perf_counter() - t
+
+
+def without_slurm_probe(wd: Path) -> dict:
+    """An environment whose `scontrol` fails at once.
+
+    snakemake-executor-plugin-slurm runs `scontrol show config` (10 s timeout) when
+    Snakemake loads its plugins; where slurm-client is installed but no controller
+    answers, that adds ~9 s to every Snakemake call, whatever the workflow.
+    """
+    stub = wd / "stub-bin"
+    stub.mkdir(exist_ok=True)
+    (stub / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    (stub / "scontrol").chmod(0o755)
+    return {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
 
 
 def max_rss_mb(wd: Path, pattern: str) -> float:
@@ -116,6 +130,9 @@ def bench_workflow(n: int, keep: bool) -> None:
     data_targets = ["results/data/split.tsv"] + [f"results/data/images/128px/shard{k}.tsv" for k in range(4)]
     dag = snakemake(wd, "-n", *data_targets)
     print(f"[{n}] snakemake -n (DAG build, nothing run yet): {dag:.1f} s   (target < 10 s at 100 000)")
+    if shutil.which("scontrol"):
+        dag_np = snakemake(wd, "-n", *data_targets, env=without_slurm_probe(wd))
+        print(f"[{n}] snakemake -n without the SLURM plugin's scontrol probe: {dag_np:.1f} s")
     first = snakemake(wd, *data_targets)
     read = pd.read_csv(wd / "benchmarks/out/read_export.tsv", sep="\t")
     print(f"[{n}] read_export: {read['s'].iloc[0]:.1f} s, peak {read['max_rss'].iloc[0]:.0f} MB")
@@ -124,18 +141,26 @@ def bench_workflow(n: int, keep: bool) -> None:
           f"peak {max(x['max_rss'].iloc[0] for x in norm):.0f} MB per job; "
           f"{n / sum(x['s'].iloc[0] for x in norm) / 2:.0f} images/s per core")
     print(f"[{n}] first run of the data stage: {first:.1f} s")
+    for job in ["balance_classes", "split_dataset"]:
+        b = pd.read_csv(wd / f"benchmarks/out/{job}.tsv", sep="\t")
+        print(f"[{n}] {job}: {b['s'].iloc[0]:.1f} s, peak {b['max_rss'].iloc[0]:.0f} MB")
     dag2 = snakemake(wd, "-n", *data_targets)
     print(f"[{n}] snakemake -n after the run: {dag2:.1f} s")
     # data update: 1 % new objects
     write_export(wd / "export", max(1, n // 100), start=n)
     second = snakemake(wd, *data_targets)
-    cached = 0
+    cached = total = 0
     for log in (wd / "logs" / "normalise_images").glob("*.log"):
         for line in log.read_text().splitlines():
             if "from cache" in line:
-                cached = int(line.split("items, ")[1].split(" from cache")[0]) + cached
+                total += int(line.split("shard written: ")[1].split(" items")[0])
+                cached += int(line.split("items, ")[1].split(" from cache")[0])
+    norm2 = [pd.read_csv(f, sep="\t") for f in (wd / "benchmarks/out/normalise_images").glob("*.tsv")]
     print(f"[{n}] data update (+1 %): rerun {second:.1f} s vs first {first:.1f} s "
-          f"(ratio {second / first:.2f}); {cached} images came from the normalisation cache")
+          f"(ratio {second / first:.2f}); of {total} items, {cached} came from the normalisation cache and "
+          f"{total - cached} were normalised; normalisation {sum(x['s'].iloc[0] for x in norm2):.1f} s vs "
+          f"{sum(x['s'].iloc[0] for x in norm):.1f} s in the first run, peak "
+          f"{max(x['max_rss'].iloc[0] for x in norm2):.0f} MB per job")
     if not keep:
         shutil.rmtree(wd)
 

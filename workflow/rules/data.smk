@@ -55,6 +55,8 @@ rule balance_classes:
         "../envs/data.yaml"
     log:
         "logs/balance_classes.log",
+    benchmark:
+        "benchmarks/out/balance_classes.tsv"
     localrule: True
     script:
         "../scripts/balance_classes.py"
@@ -72,6 +74,8 @@ rule split_dataset:
         "../envs/data.yaml"
     log:
         "logs/split_dataset.log",
+    benchmark:
+        "benchmarks/out/split_dataset.tsv"
     localrule: True
     script:
         "../scripts/split_dataset.py"
