@@ -104,11 +104,18 @@ def without_slurm_probe(wd: Path) -> dict:
     return {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
 
 
-def max_rss_mb(wd: Path, pattern: str) -> float:
-    vals = []
-    for f in (wd / "benchmarks" / "out").glob(pattern):
-        vals.append(float(pd.read_csv(f, sep="\t")["max_rss"].max()))
-    return max(vals) if vals else float("nan")
+def job_usage(wd: Path) -> dict:
+    """{rule: (seconds in all, largest peak MB, jobs)} from the 'job finished' line of every job log."""
+    out = {}
+    for log in (wd / "logs").rglob("*.log"):
+        rule = log.relative_to(wd / "logs").parts[0].removesuffix(".log")
+        for line in log.read_text().splitlines():
+            if "job finished:" in line:
+                secs = float(line.split("job finished: ")[1].split(" s,")[0])
+                peak = float(line.split("peak memory ")[1].split(" MB")[0])
+                s0, p0, c0 = out.get(rule, (0.0, 0.0, 0))
+                out[rule] = (s0 + secs, max(p0, peak), c0 + 1)
+    return out
 
 
 def bench_workflow(n: int, keep: bool) -> None:
@@ -141,13 +148,14 @@ def bench_workflow(n: int, keep: bool) -> None:
           f"peak {max(x['max_rss'].iloc[0] for x in norm):.0f} MB per job; "
           f"{n / sum(x['s'].iloc[0] for x in norm) / 2:.0f} images/s per core")
     print(f"[{n}] first run of the data stage: {first:.1f} s")
-    for job in ["balance_classes", "split_dataset"]:
-        b = pd.read_csv(wd / f"benchmarks/out/{job}.tsv", sep="\t")
-        print(f"[{n}] {job}: {b['s'].iloc[0]:.1f} s, peak {b['max_rss'].iloc[0]:.0f} MB")
+    for job, (secs, peak, count) in sorted(job_usage(wd).items()):
+        print(f"[{n}] peak memory of {job} ({count} job{'s' if count > 1 else ''}): {peak:.0f} MB; "
+              f"{secs:.1f} s in all (from the job logs)")
     dag2 = snakemake(wd, "-n", *data_targets)
     print(f"[{n}] snakemake -n after the run: {dag2:.1f} s")
     # data update: 1 % new objects
     write_export(wd / "export", max(1, n // 100), start=n)
+    (wd / "logs").rename(wd / "logs.first-run")  # job logs append: keep the rerun's apart
     second = snakemake(wd, *data_targets)
     cached = total = 0
     for log in (wd / "logs" / "normalise_images").glob("*.log"):
@@ -161,6 +169,8 @@ def bench_workflow(n: int, keep: bool) -> None:
           f"{total - cached} were normalised; normalisation {sum(x['s'].iloc[0] for x in norm2):.1f} s vs "
           f"{sum(x['s'].iloc[0] for x in norm):.1f} s in the first run, peak "
           f"{max(x['max_rss'].iloc[0] for x in norm2):.0f} MB per job")
+    for job, (secs, peak, count) in sorted(job_usage(wd).items()):
+        print(f"[{n}] data update, {job} ({count} job{'s' if count > 1 else ''}): {secs:.1f} s, peak {peak:.0f} MB")
     if not keep:
         shutil.rmtree(wd)
 

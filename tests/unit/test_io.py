@@ -35,3 +35,24 @@ def test_unchanged_table_is_byte_identical(tmp_path):
     first = (tmp_path / "a.tsv").read_bytes()
     write_tsv(tmp_path / "a.tsv", df.copy())
     assert (tmp_path / "a.tsv").read_bytes() == first
+
+
+def test_job_log_gets_native_output_and_ends_with_time_and_peak_memory(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "logs" / "job.log"
+    scripts = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
+    code = (f"import sys; sys.path.insert(0, {str(scripts)!r})\n"
+            "from lokiml.logs import redirect_to_log\n"
+            f"redirect_to_log({str(log)!r})\n"
+            "import os, numpy as np\n"
+            "os.write(2, b'native message\\n')\n"
+            "a = np.ones(50 * 2**20 // 8); a += 1\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    lines = log.read_text().splitlines()
+    assert "native message" in lines
+    assert "job finished:" in lines[-1]
+    peak = float(lines[-1].split("peak memory ")[1].split(" MB")[0])
+    assert peak >= 50

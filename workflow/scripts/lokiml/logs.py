@@ -7,8 +7,10 @@ their own messages land in the log too.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import resource
 import sys
 import time
 
@@ -26,6 +28,19 @@ def redirect_to_log(log_path) -> None:
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     setup_logging()
+    atexit.register(_log_usage, time.monotonic())
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB), from getrusage (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _log_usage(start: float) -> None:
+    # Exact, unlike Snakemake's benchmark files, which sample memory every 0.5 s or more
+    # and so miss the peak of short jobs. benchmarks/bench_scale.py reads this line.
+    logging.getLogger("lokiml").info("job finished: %.1f s, peak memory %.0f MB", time.monotonic() - start,
+                                     peak_rss_mb())
 
 
 def setup_logging(level=logging.INFO) -> None:
