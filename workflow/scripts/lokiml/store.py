@@ -106,20 +106,24 @@ def normalise_shard(items: pd.DataFrame, read_bytes, params: NormParams, out_npy
             os.replace(tmp, path)
         return i, arr, None, False
 
-    with atomic_path(out_npy, suffix=".npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size))
+    blank = np.zeros((size, size), dtype=np.uint8)
+    with atomic_path(out_npy, suffix=".npy") as tmp, open(tmp, "wb") as out:
+        # Written front to back as the images come (pool.map keeps their order), not through a
+        # memory map of the whole shard: a map's dirty pages count as the job's resident memory,
+        # which then grew with the shard (284 MB per job at 100 000 objects, 99 MB at 10 000).
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                  "shape": (n, size, size)})
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             for i, arr, err, hit in pool.map(work, range(n)):
                 if err:
                     status[i] = err
-                    out[i] = 0
+                    out.write(blank.tobytes())
                     log.warning("item %s (%s): %s", items.at[i, "item_id"], items.at[i, "image_ref"], err)
                 else:
-                    out[i] = arr
+                    out.write(np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
                     hits += hit
                 progress.update()
-        out.flush()
-        del out
     index = pd.DataFrame({"item_id": items["item_id"], "row": np.arange(n), "status": status})
     write_tsv(out_index, index)
     bad = int((status != "ok").sum())
