@@ -7,7 +7,7 @@ ellipse on a light background), saves an untrained classifier (lokiml.models.bui
 cost, not the accuracy, is measured) with its normalisation record, and runs the whole predict
 job (:func:`lokiml.predict.predict_job`: listing, chunked threaded decoding and normalisation,
 batched prediction, the EcoTaxa import table, the top-3 CSV and the zip bundle with all N
-images) in a fresh child process, whose peak resident memory (``ru_maxrss``) is reported.
+images) in a fresh child process, whose peak resident memory (``VmHWM``) is reported.
 
 Memory is bounded by the chunk of normalised images (at most 1024 images or 256 MB, two chunks
 at a time), the model and TensorFlow; what grows with N is only the object tables (a few hundred
@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -52,6 +51,7 @@ def child(workdir: Path, threads: int, batch: int) -> None:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
+    from lokiml.logs import peak_rss_mb
     from lokiml.predict import predict_job
 
     out = workdir / "out"
@@ -60,7 +60,7 @@ def child(workdir: Path, threads: int, batch: int) -> None:
                           out / "table.tsv", out / "bundle.zip", out / "top3.csv", out / "summary.json",
                           threshold=0.0, batch_size=batch, threads=threads)
     wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()  # VmHWM: ru_maxrss would include this bench's own size at the fork
     print(json.dumps({"wall_s": wall, "peak_mb": peak, "counts": summary["counts"],
                       "zip_mb": (out / "bundle.zip").stat().st_size / 2**20}))
 

@@ -50,9 +50,14 @@ def test_job_log_gets_native_output_and_ends_with_time_and_peak_memory(tmp_path)
             "import os, numpy as np\n"
             "os.write(2, b'native message\\n')\n"
             "a = np.ones(50 * 2**20 // 8); a += 1\n")
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    # started by a parent that holds 400 MB, as Snakemake holds its DAG: the job's own peak is
+    # reported, not the parent's (Linux keeps getrusage's ru_maxrss across fork and exec)
+    parent = ("import subprocess, sys, numpy as np\n"
+              "held = np.ones(400 * 2**20 // 8); held += 1\n"
+              f"subprocess.run([sys.executable, '-c', {code!r}], check=True)\n")
+    subprocess.run([sys.executable, "-c", parent], check=True, capture_output=True)
     lines = log.read_text().splitlines()
     assert "native message" in lines
     assert "job finished:" in lines[-1]
     peak = float(lines[-1].split("peak memory ")[1].split(" MB")[0])
-    assert peak >= 50
+    assert 50 <= peak < 300, peak
