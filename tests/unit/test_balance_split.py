@@ -122,10 +122,7 @@ def test_split_seed_changes_assignment_and_is_reproducible():
     assert not a["split"].equals(c["split"])
 
 
-def test_class_too_small_to_split_is_named():
-    objs = make_objects({"a": 50, "tiny": 2})
-    with pytest.raises(InputError, match="'tiny' has 2 object"):
-        _split(objs, ["a", "tiny"])
+# Classes of 0, 1 and 2 objects: tests/unit/test_bad_input_matrix.py
 
 
 @pytest.mark.parametrize("n", [3, 4, 5])

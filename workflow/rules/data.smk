@@ -116,6 +116,18 @@ rule summarise_data:
         split=f"{DATA}/split.tsv",
     output:
         summary=f"{DATA}/summary.tsv",
+        accounting=report(
+            f"{DATA}/accounting.tsv",
+            caption="../report/accounting.rst",
+            category="Data",
+            labels={"result": "accounting: every row of the export, used or dropped", "type": "TSV (download)"},
+        ),
+        accounting_html=report(
+            f"{DATA}/report/accounting.html",
+            caption="../report/accounting.rst",
+            category="Data",
+            labels={"result": "accounting: every row of the export, used or dropped", "type": "table"},
+        ),
     params:
         classes=config["classes"],
     conda:

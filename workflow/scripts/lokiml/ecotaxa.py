@@ -127,7 +127,7 @@ def parse_table(data: bytes, source: str) -> Table:
 
     records = _structure(text, source)  # [(line, n_cells)] of non-blank records
     if not records:
-        raise InputError(source, "no header: the file holds only blank lines")
+        raise InputError(source, "no header: the file holds only blank lines", hint="export the table again from EcoTaxa")
     header_line, n_cols = records[0]
     for line, n in records[1:]:
         if n > n_cols:
@@ -164,7 +164,11 @@ def parse_table(data: bytes, source: str) -> Table:
     needed = keep[-1] + 1
     short_rows = [line for line, n in body_records if n < needed]
     if short_rows:
-        log.debug("%s: %d row(s) with fewer cells than the header, padded", source, len(short_rows))
+        # Not an error (EcoTaxa itself writes rows without their trailing empty cells), but the user
+        # should know: a row cut short loses its last values, and may then be dropped for lack of them.
+        shown = ", ".join(str(line) for line in short_rows[:5]) + (" ..." if len(short_rows) > 5 else "")
+        log.warning("%s: %d row(s) with fewer cells than the header (rows %s): the missing cells are read as empty",
+                    source, len(short_rows), shown)
     return Table(
         source=source,
         folder="",
@@ -523,7 +527,8 @@ class Export:
             full = root / rel
             real = os.path.realpath(full)
             if not self._inside_root(real):
-                raise UnsafePath(full, f"is a link to {real}, outside the export folder {root}")
+                raise UnsafePath(full, f"is a link to {real}, outside the export folder {root}",
+                                 hint="copy the table into the export folder instead of linking to it")
             folder = posixpath.dirname(rel)
             self._found.append((str(full), folder, Path(real).read_bytes))
 
@@ -587,7 +592,7 @@ class Export:
                 if self._zip is not None
                 else "give the .zip itself, or unpack it and give the unpacked folder",
             )
-        raise InputError(self.path, problem)
+        raise InputError(self.path, problem, hint="give the .tsv/.txt table, the folder or the .zip that EcoTaxa exported")
 
     # -- images ---------------------------------------------------------------
 

@@ -8,7 +8,6 @@ reference to their image inside the export.
 
 from __future__ import annotations
 
-import io as _io
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +22,11 @@ log = logging.getLogger(__name__)
 
 # Ledger outcomes, in the order the checks are made.
 USED = "used"
+#: The values of object_annotation_status that EcoTaxa writes ('' is an unclassified object).
+KNOWN_STATUSES = ("validated", "predicted", "dubious", "")
 REASONS = {
     "other_image_rank": "a second image of an object (img_rank other than the configured one)",
+    "unknown_status": "object_annotation_status is none of validated, predicted, dubious or empty",
     "status_not_selected": "object_annotation_status not in the configured statuses",
     "no_category": "object_annotation_category is empty",
     "unmapped_category": "category maps to none of the configured classes",
@@ -114,23 +116,18 @@ def read_mapping(path, classes) -> dict[str, str]:
 
 
 def verify_image(data: bytes, name: str, max_pixels: int) -> str | None:
-    """Return None when the image decodes, else a ledger reason. Cheap: decodes at reduced scale."""
-    from PIL import Image
+    """Return None when the image decodes, else a ledger reason. Cheap: JPEGs decode at 1/8 scale.
+
+    The same decoder as normalisation (:func:`lokiml.images.decode_grey`, with
+    the same pixel limit), so an image that passes here normalises later: no
+    Pillow warning or limit of its own, every mode and format it accepts.
+    """
+    from .images import ImageError, decode_grey
 
     try:
-        with Image.open(_io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                return "image_too_large"
-            if w == 0 or h == 0:
-                return "unreadable_image"
-            if im.format == "JPEG":
-                im.draft("L", (max(1, w // 8), max(1, h // 8)))
-            im.load()
-    except Image.DecompressionBombError:
-        return "image_too_large"
-    except Exception:  # noqa: BLE001 - any decoder failure is an unreadable image
-        return "unreadable_image"
+        decode_grey(data, name, max_pixels=max_pixels, min_size=1)
+    except ImageError as exc:
+        return "image_too_large" if exc.reason == "image too large" else "unreadable_image"
     return None
 
 
@@ -168,9 +165,16 @@ def select_objects(
         df = table.df
         if "object_id" not in df.columns or "img_file_name" not in df.columns:
             missing = [c for c in ("object_id", "img_file_name") if c not in df.columns]
-            raise InputError(table.source, f"missing required column(s) {missing}", row=1,
-                             hint="an EcoTaxa export names each object's object_id and img_file_name")
+            raise InputError(table.source, f"missing required column(s) {missing}", row=table.header_line,
+                             hint="an EcoTaxa export names each object's object_id and img_file_name; "
+                                  "export the project again with its images, or add the column(s)")
         n = len(df)
+        if n == 0:
+            log.warning("%s: a header but no rows: no object read from this table", table.source)
+        for col, what in (("object_annotation_status", "every row counts as unclassified (status '')"),
+                          ("object_annotation_category", "every row counts as having no category")):
+            if n and col not in df.columns:
+                log.warning("%s: no %s column: %s", table.source, col, what)
         object_id = _col(df, "object_id")
         img_name = df["img_file_name"].astype(str)
         status = _col(df, "object_annotation_status")
@@ -184,8 +188,18 @@ def select_objects(
         bad_rank = rank.isna().to_numpy()
         if bad_rank.any():
             i = int(np.flatnonzero(bad_rank)[0])
-            raise InputError(table.source, f"img_rank {rank_raw.iloc[i]!r} is not a number", row=table.lines[i])
+            raise InputError(table.source, f"img_rank {rank_raw.iloc[i]!r} is not a number", row=table.lines[i],
+                             hint="img_rank is the image's number within its object: 0, 1, ...")
         outcome[(rank != img_rank).to_numpy()] = "other_image_rank"
+        pending = outcome == USED
+        unknown = pending & ~status.isin(set(KNOWN_STATUSES) | statuses).to_numpy()
+        if unknown.any():
+            outcome[unknown] = "unknown_status"
+            values = sorted(set(status[unknown]))
+            log.warning("%s: %d row(s) with an object_annotation_status EcoTaxa does not write (%s; first at row %d): "
+                        "dropped as unknown_status; EcoTaxa's are validated, predicted, dubious or empty",
+                        table.source, int(unknown.sum()), ", ".join(repr(v) for v in values[:5]),
+                        table.lines[int(np.flatnonzero(unknown)[0])])
         pending = outcome == USED
         outcome[pending & ~status.isin(statuses).to_numpy()] = "status_not_selected"
         pending = outcome == USED
@@ -264,6 +278,9 @@ def select_objects(
             objects.append(obj)
 
     ledger = pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame(columns=LEDGER_COLUMNS)
+    if ledger.empty:
+        raise InputError(export.path, "holds no objects: its table(s) have a header but no rows",
+                         hint="export the project again from EcoTaxa, with its objects")
     if objects:
         objects_df = pd.concat(objects, ignore_index=True).fillna("")
     else:
@@ -274,11 +291,25 @@ def select_objects(
     return sel
 
 
+# Reasons that concern many rows by design (the selection itself); the others are problems of the
+# input, and the first rows of each are logged as examples.
+_SELECTION_REASONS = {"other_image_rank", "status_not_selected", "no_category", "unmapped_category",
+                      "dropped_by_mapping"}
+_EXAMPLES = 3
+
+
 def _log_summary(sel: Selection, classes) -> None:
     counts = Counter(sel.ledger["outcome"])
     log.info("ledger: %d input rows", len(sel.ledger))
     for outcome, n in sorted(counts.items(), key=lambda kv: (kv[0] != USED, kv[0])):
         log.info("  %-22s %8d  %s", outcome, n, REASONS.get(outcome, "kept for training"))
+    for outcome in [r for r in REASONS if r in counts and r not in _SELECTION_REASONS]:
+        rows = sel.ledger[sel.ledger["outcome"] == outcome]
+        for r in rows.head(_EXAMPLES).itertuples():
+            log.warning("%s, row %s: object %s, image %r: dropped as %s (%s)", r.source, r.line, r.object_id,
+                        r.img_file_name, outcome, REASONS[outcome])
+        if len(rows) > _EXAMPLES:
+            log.warning("... and %d more row(s) dropped as %s: see the ledger", len(rows) - _EXAMPLES, outcome)
     per_class = sel.objects["class_name"].value_counts()
     for c in classes:
         log.info("  class %-30s %8d objects", c, int(per_class.get(c, 0)))

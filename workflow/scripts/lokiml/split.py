@@ -60,11 +60,16 @@ def split_items(balanced: pd.DataFrame, objects: pd.DataFrame, train: float = 0.
     if group_by:
         assign.update(_split_groups(rest, obj, group_by, fractions, seed))
     else:
+        # Every class too small is named at once, so that one fix of the config deals with all of them.
+        sizes = rest.groupby("class_name", sort=True).size()
+        small = sizes[sizes < need]
+        if len(small):
+            listed = ", ".join(f"{cls!r} ({n} object{'s' if n != 1 else ''})" for cls, n in small.items())
+            raise InputError(source, f"class(es) with too few objects to put one in each of the {need} splits: {listed}",
+                             hint="add objects, merge the class into another with class_mapping, or remove it from "
+                                  "`classes:`; augmented copies cannot help, they stay in their original's split")
         for cls, members in rest.groupby("class_name", sort=True):
             ids = members["object_id"].to_numpy()
-            if len(ids) < need:
-                raise InputError(source, f"class {cls!r} has {len(ids)} object(s): too few to split into {need} parts",
-                                 hint="add objects, merge the class into another with class_mapping, or remove it")
             ids = np.array(np.sort(ids), dtype=object)
             class_rng(seed, cls).shuffle(ids)
             counts = _counts(len(ids), fractions)
