@@ -21,7 +21,8 @@ pytestmark = pytest.mark.workflow
 EXPERIMENT = "tiny"  # tests/workflow/tiny.yaml
 SPLIT_ENTRIES = {"predictions.tsv", "classification_report.html", "confusion_counts.svg", "confusion_normalised.svg",
                  "reliability.svg", "mistakes.jpg"}
-DATA_ENTRIES = {"summary.html", "objects_per_class.svg", "dropped_rows.svg", "split_sizes.svg"}
+DATA_ENTRIES = {"summary.html", "objects_per_class.svg", "dropped_rows.svg", "split_sizes.svg", "accounting.html",
+                "accounting.tsv"}
 
 
 def _embedded(html: str, name: str):
@@ -96,6 +97,8 @@ def test_report_tables_hold_the_numbers(report):
         assert needle in summary, needle
     data = _content(results["results/data/report/summary.html"])
     assert "TOTAL" in data and all(c in data for c in classes)
+    accounting = _content(results["results/data/report/accounting.html"])
+    assert "TOTAL" in accounting and "capped by balance" in accounting and all(c in accounting for c in classes)
     board = _content(results["results/evaluation/leaderboard.html"])
     assert EXPERIMENT in board and "Scores on the test split" in board and "macro F1" in board
     svg = _content(results[f"results/evaluation/{EXPERIMENT}/test/confusion_normalised.svg"])

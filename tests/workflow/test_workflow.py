@@ -112,6 +112,12 @@ def test_end_to_end_outputs(ran):
     assert total["export_rows"] == len(ledger)
     dropped = sum(total[c] for c in summary.columns if c.startswith("dropped_"))
     assert total["export_rows"] == total["used"] + dropped
+    # the accounting: rows of the export = objects in the split + dropped by reason (the cap included)
+    acc = pd.read_csv(data / "accounting.tsv", sep="\t", keep_default_na=False)
+    total = acc[acc["category"] == "TOTAL"].iloc[0]
+    assert total["export_rows"] == len(ledger) and (acc["check"] == "ok").all()
+    assert total["used"] == (split["augmented"] == "0").sum()
+    assert total["export_rows"] == total["used"] + sum(total[c] for c in acc.columns if c.startswith("dropped_"))
     # every class balanced to the cap of the tiny config
     assert split.groupby("class_name").size().eq(24).all()
     assert split.groupby("object_id")["split"].nunique().max() == 1

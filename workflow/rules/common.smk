@@ -28,6 +28,8 @@ wildcard_constraints:
     shard=r"\d+",
     experiment=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     prediction=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    # no wildcard may start with a dot: lokiml.io's temporary names (.<name>.<random><suffix>) never match a pattern
+    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def get_export():
@@ -65,7 +67,7 @@ def get_shards(size):
 
 
 def get_all_targets():
-    targets = [f"{DATA}/split.tsv", f"{DATA}/summary.tsv"]
+    targets = [f"{DATA}/split.tsv"] + list(rules.summarise_data.output)
     for size in SIZES:
         targets += get_shards(size)["index"]
     targets += expand(f"{EXP}/{{experiment}}/model.keras", experiment=CNN_EXPERIMENTS)
@@ -74,6 +76,7 @@ def get_all_targets():
     targets += list(rules.plot_data_summary.output)
     targets += expand(list(rules.evaluate_model.output), experiment=CNN_EXPERIMENTS)
     targets += expand(list(rules.evaluate_descriptors.output), experiment=DESCRIPTOR_EXPERIMENTS)
+    targets += expand(list(rules.evaluate_deep_features.output), experiment=DEEP_FEATURE_EXPERIMENTS)
     if EVALUATED_EXPERIMENTS:
         targets += list(rules.make_leaderboard.output)
     targets += expand(f"{EXP}/{{experiment}}/normalisation.json", experiment=CNN_EXPERIMENTS)
@@ -86,8 +89,11 @@ EXP = "results/experiments"
 EVAL = "results/evaluation"
 CNN_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "cnn")
 DESCRIPTOR_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "descriptors")
+DEEP_FEATURE_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "deep_features")
+# The CNN experiments whose features a deep_features experiment uses (lokiml.config checks that they are CNNs).
+DEEP_FEATURE_CNNS = sorted({config["experiments"][n]["cnn"] for n in DEEP_FEATURE_EXPERIMENTS})
 # Every experiment with evaluation outputs (results/evaluation/{experiment}/...): on the leaderboard.
-EVALUATED_EXPERIMENTS = sorted(CNN_EXPERIMENTS + DESCRIPTOR_EXPERIMENTS)
+EVALUATED_EXPERIMENTS = sorted(CNN_EXPERIMENTS + DESCRIPTOR_EXPERIMENTS + DEEP_FEATURE_EXPERIMENTS)
 
 
 def one_of(names):
@@ -166,7 +172,8 @@ def get_evaluation_batch_size(wildcards):
 def get_leaderboard_settings():
     """Model, weights and image size per CNN experiment, for the leaderboard's columns.
 
-    A descriptors experiment shows its classifier as the model and `descriptors` as the weights.
+    A descriptors experiment shows its classifier as the model and `descriptors` as the weights; a
+    deep_features experiment its classifier, the CNN it takes the features of, and that CNN's image size.
     """
     settings = {
         name: {k: config["experiments"][name][k] for k in ("model", "weights", "image_size")}
@@ -174,6 +181,13 @@ def get_leaderboard_settings():
     }
     for name in DESCRIPTOR_EXPERIMENTS:
         settings[name] = {"model": config["experiments"][name]["classifier"], "weights": "descriptors"}
+    for name in DEEP_FEATURE_EXPERIMENTS:
+        exp = config["experiments"][name]
+        settings[name] = {
+            "model": exp["classifier"],
+            "weights": f"features of {exp['cnn']}{' and descriptors' if exp['descriptors'] else ''}",
+            "image_size": config["experiments"][exp["cnn"]]["image_size"],
+        }
     return settings
 
 
@@ -181,6 +195,58 @@ def get_descriptor_params(wildcards):
     """The keys a descriptors experiment uses (changing a CNN-only key reruns nothing)."""
     exp = config["experiments"][wildcards.experiment]
     return {k: exp[k] for k in ("kind", "classifier", "param_grid", "max_missing", "exclude_columns", "seed")}
+
+
+def get_deep_features_params(wildcards):
+    """The keys a deep_features experiment uses (changing a CNN-only key of it reruns nothing)."""
+    exp = config["experiments"][wildcards.experiment]
+    keys = ("kind", "cnn", "classifier", "param_grid", "max_missing", "exclude_columns", "descriptors", "pca", "seed")
+    return {k: exp[k] for k in keys}
+
+
+def get_feature_extraction_inputs(wildcards):
+    """Inputs of extract_deep_features (wildcard: the CNN): its best checkpoint and its image store."""
+    shards = get_shards(config["experiments"][wildcards.experiment]["image_size"])
+    return {
+        "model": f"{EXP}/{wildcards.experiment}/best.keras",
+        "split": f"{DATA}/split.tsv",
+        "npys": shards["npy"],
+        "indexes": shards["index"],
+    }
+
+
+def get_deep_features_inputs(wildcards):
+    """Inputs of train_deep_features: the features of the experiment's CNN, the descriptors and the split."""
+    cnn = config["experiments"][wildcards.experiment]["cnn"]
+    return {
+        "features": f"{EXP}/{cnn}/penultimate.npy",
+        "index": f"{EXP}/{cnn}/penultimate.tsv",
+        "objects": f"{DATA}/objects.tsv",
+        "split": f"{DATA}/split.tsv",
+    }
+
+
+def get_deep_features_evaluation_inputs(wildcards):
+    """Inputs of evaluate_deep_features: the trained model, its features, and the CNN's images (for the mistakes)."""
+    exp_dir = f"{EXP}/{wildcards.experiment}"
+    cnn = config["experiments"][wildcards.experiment]["cnn"]
+    shards = get_shards(config["experiments"][cnn]["image_size"])
+    return {
+        "model": f"{exp_dir}/model.pkl",
+        "classes": f"{exp_dir}/classes.txt",
+        "columns": f"{exp_dir}/columns.tsv",
+        "grid": f"{exp_dir}/grid.tsv",
+        "info": f"{exp_dir}/train_info.json",
+        **get_deep_features_inputs(wildcards),
+        "npys": shards["npy"],
+        "indexes": shards["index"],
+    }
+
+
+def get_deep_features_cnn(wildcards):
+    """The settings of a deep_features experiment's CNN that its summary describes."""
+    cnn = config["experiments"][config["experiments"][wildcards.experiment]["cnn"]]
+    return {k: cnn[k] for k in ("model", "weights", "image_size", "fine_tune")}
 
 
 def get_demo_weights_inputs(wildcards):

@@ -1,5 +1,5 @@
 # Evaluation: one job per CNN experiment (the best checkpoint on the valid and test splits) and per
-# descriptors experiment (the same files), a leaderboard over all experiments, and figures of the data
+# descriptors or deep_features experiment (the same files), a leaderboard over all experiments, and figures of the data
 # stage. Everything a user looks at is in the report:
 #   snakemake --report report.html    (or report.zip)
 # Nothing here is an input of train_model: changing evaluation settings or code never retrains a model.
@@ -64,6 +64,32 @@ rule evaluate_descriptors:
         "benchmarks/out/evaluate_descriptors/{experiment}.tsv"
     script:
         "../scripts/evaluate_descriptors.py"
+
+
+rule evaluate_deep_features:
+    """The evaluate_model outputs for a deep_features experiment; training_curves.svg shows its grid search."""
+    input:
+        unpack(get_deep_features_evaluation_inputs),
+    output:
+        **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search"),
+    wildcard_constraints:
+        experiment=one_of(DEEP_FEATURE_EXPERIMENTS),
+    params:
+        classes=config["classes"],
+        cnn=get_deep_features_cnn,
+        ece_bins=15,
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/evaluate_deep_features/{experiment}.log",
+    benchmark:
+        "benchmarks/out/evaluate_deep_features/{experiment}.tsv"
+    script:
+        "../scripts/evaluate_deep_features.py"
 
 
 rule make_leaderboard:

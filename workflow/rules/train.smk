@@ -97,3 +97,64 @@ rule train_descriptors:
         "benchmarks/out/train_descriptors/{experiment}.tsv"
     script:
         "../scripts/train_descriptors.py"
+
+
+rule extract_deep_features:
+    """Penultimate-layer (avg_pool) features of a CNN experiment's best checkpoint, for every original object.
+
+    One job per CNN experiment that a deep_features experiment names (lokiml/deep_features.py).
+    """
+    input:
+        unpack(get_feature_extraction_inputs),
+    output:
+        features=f"{EXP}/{{experiment}}/penultimate.npy",
+        index=f"{EXP}/{{experiment}}/penultimate.tsv",
+    wildcard_constraints:
+        experiment=one_of(DEEP_FEATURE_CNNS),
+    params:
+        batch_size=get_evaluation_batch_size,
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=4 * 60,
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/extract_deep_features/{experiment}.log",
+    benchmark:
+        "benchmarks/out/extract_deep_features/{experiment}.tsv"
+    script:
+        "../scripts/extract_deep_features.py"
+
+
+rule train_deep_features:
+    """A scikit-learn classifier on a CNN's penultimate-layer features plus the descriptors (lokiml/deep_features.py).
+
+    PCA and classifier fitted on the train split's original objects; hyper-parameters chosen on the valid split only.
+    """
+    input:
+        unpack(get_deep_features_inputs),
+    output:
+        model=f"{EXP}/{{experiment}}/model.pkl",
+        classes=f"{EXP}/{{experiment}}/classes.txt",
+        columns=f"{EXP}/{{experiment}}/columns.tsv",
+        grid=f"{EXP}/{{experiment}}/grid.tsv",
+        info=f"{EXP}/{{experiment}}/train_info.json",
+    wildcard_constraints:
+        experiment=one_of(DEEP_FEATURE_EXPERIMENTS),
+    params:
+        experiment=get_deep_features_params,
+        classes=config["classes"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/train_deep_features/{experiment}.log",
+    benchmark:
+        "benchmarks/out/train_deep_features/{experiment}.tsv"
+    script:
+        "../scripts/train_deep_features.py"

@@ -84,26 +84,45 @@ def _check_semantics(cfg: dict) -> None:
             f"{s['train']} + {s['valid']} + {s['test']} = {total:g}"
         )
     seen = {}
-    for name in cfg["classes"]:
-        key = class_slug(name)
+    for i, name in enumerate(cfg["classes"]):
+        if name != name.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise ConfigError(
+                f"config key classes[{i}]: {name!r} starts or ends with a space, or holds a tab, newline or other "
+                "control character; write the EcoTaxa name exactly, without them"
+            )
+        # Compared without case: on macOS and Windows 'Calanoida' and 'calanoida' are the same file.
+        key = class_slug(name).lower()
         if key in seen:
             raise ConfigError(
-                f"config key classes: {name!r} and {seen[key]!r} map to the same file name {key!r}; rename one"
+                f"config key classes: {name!r} and {seen[key]!r} map to the same file name {class_slug(name)!r} "
+                "(letters compared without case); rename one"
             )
         seen[key] = name
+    cnns = sorted(n for n, e in cfg["experiments"].items() if e["kind"] == "cnn")
+    for name, exp in cfg["experiments"].items():
+        if exp["kind"] == "deep_features" and exp["cnn"] not in cnns:
+            what = (f"a {cfg['experiments'][exp['cnn']]['kind']} experiment, not a CNN one"
+                    if exp["cnn"] in cfg["experiments"] else "not an experiment of `experiments:` (or it is switched off)")
+            raise ConfigError(
+                f"config key experiments.{name}.cnn: {exp['cnn']!r} is {what}; a deep_features experiment takes the "
+                f"features of a CNN experiment of the same config (CNN experiments: {', '.join(cnns) or 'none'})"
+            )
 
 
 def class_slug(name: str) -> str:
     """A safe, distinct, readable file-name form of a class name.
 
-    Letters, digits, '-', '_' and '.' are kept; anything else becomes '_'; a short
-    hash of the original name is appended whenever anything was changed, so that
-    'a/b' and 'a_b' stay distinct.
+    ASCII letters, digits, '-', '_' and '.' are kept; anything else becomes '_'; a
+    short hash of the original name is appended whenever anything was changed,
+    so that 'a/b' and 'a_b' stay distinct. A slug starts with a letter or digit
+    (never '.', '-' or '_': no hidden files, no names read as options), so it
+    matches the wildcard constraint ``[A-Za-z0-9][A-Za-z0-9_.-]*`` of
+    ``workflow/rules/common.smk``.
     """
     slug = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    if slug != name or slug.startswith(".") or not slug:
+    if slug != name or not slug[:1].isalnum():
         digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
-        slug = f"{slug.strip('.') or 'class'}-{digest}"
+        slug = f"{slug.strip('._-') or 'class'}-{digest}"
     return slug
 
 

@@ -525,6 +525,8 @@ def html_table(df: pd.DataFrame, floats: dict | None = None, shade=(), total_row
                 out.append(f'<td class="num"{style}>{text}</td>')
             elif isinstance(v, (int, np.integer)):
                 out.append(f'<td class="num{" zero" if v == 0 else ""}">{int(v)}</td>')
+            elif v is None or v is pd.NA:  # a missing integer (nullable Int64 column): not applicable
+                out.append('<td class="num">–</td>')
             else:
                 out.append(f"<td>{html.escape(str(v))}</td>")
         out.append("</tr>")
@@ -971,9 +973,19 @@ LEADERBOARD_COLUMNS = ["rank", "experiment", "test_macro_f1", "test_accuracy", "
                        "image_size", "epochs_run", "best_epoch", "training_seconds", "n_test"]
 
 
+LEADERBOARD_OPTIONAL_INTS = ("image_size", "epochs_run", "best_epoch")
+
+
 def leaderboard_table(rows: list[dict]) -> pd.DataFrame:
-    """Sort experiments by test macro F1 (best first; ties by name) and number them."""
+    """Sort experiments by test macro F1 (best first; ties by name) and number them.
+
+    Image size, epochs and best epoch are integers, missing (empty in the TSV, a dash in the HTML) for
+    experiments that have none, such as descriptors experiments.
+    """
     table = pd.DataFrame(rows)
+    for col in LEADERBOARD_OPTIONAL_INTS:
+        if col in table.columns:
+            table[col] = table[col].astype("Int64")
     table = table.sort_values(["test_macro_f1", "experiment"], ascending=[False, True], kind="stable")
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table.reset_index(drop=True)[[c for c in LEADERBOARD_COLUMNS if c in table.columns]]
@@ -997,12 +1009,12 @@ def leaderboard(experiments, test_metrics, valid_metrics, infos, settings: dict,
         topk = next((t[k] for k in t if k.startswith("top") and k.endswith("_accuracy")), None)
         rows.append({
             "experiment": name, "model": cfg.get("model", ""), "weights": cfg.get("weights", ""),
-            "image_size": int(cfg["image_size"]) if "image_size" in cfg else -1,
+            "image_size": int(cfg["image_size"]) if "image_size" in cfg else None,
             "test_macro_f1": t["macro_f1"], "test_accuracy": t["accuracy"],
             "test_balanced_accuracy": t["balanced_accuracy"], "test_top3_accuracy": topk,
             "test_log_loss": t["log_loss"], "test_ece": t["ece"], "valid_macro_f1": v["macro_f1"],
-            "epochs_run": facts["epochs_run"] if facts["epochs_run"] is not None else -1,
-            "best_epoch": facts["best_epoch"] if facts["best_epoch"] is not None else -1,
+            "epochs_run": facts["epochs_run"],
+            "best_epoch": facts["best_epoch"],
             "training_seconds": facts["seconds_total"] if facts["seconds_total"] is not None else float("nan"),
             "n_test": t["n_objects"],
         })
