@@ -97,7 +97,7 @@ def test_threshold_kept_statuses_and_counts(tmp_path):
     summary, paths = _run(tmp_path, _export(tmp_path), threshold=0.5, chunk=2, batch_size=2)
     c = summary["counts"]
     assert c == {"rows": 6, "predicted": 2, "below_threshold": 1, "kept": 2, "unreadable": 1, "missing_image": 0,
-                 "other_image_rank": 0, "duplicate_object_id": 0}
+                 "missing_object_id": 0, "other_image_rank": 0, "duplicate_object_id": 0}
     assert c["predicted"] + c["below_threshold"] + c["kept"] + c["unreadable"] == c["rows"]
     _, df = _table(paths["out_table"])
     assert df.loc["o1", "object_annotation_category"] == "Calanoida"
@@ -263,7 +263,7 @@ def test_shared_import_table_with_images(tmp_path, shared_data):
     c = summary["counts"]
     assert c["rows"] > 0
     assert c["rows"] == sum(c[k] for k in ("predicted", "below_threshold", "kept", "unreadable", "missing_image",
-                                           "other_image_rank", "duplicate_object_id"))
+                                           "missing_object_id", "other_image_rank", "duplicate_object_id"))
     t, df = _table(paths["out_table"])
     assert len(df) == c["predicted"] + c["below_threshold"] + c["kept"]
     with open_export(paths["out_zip"]) as ex:

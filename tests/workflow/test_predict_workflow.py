@@ -46,7 +46,7 @@ def test_round_trip_on_the_demo_export(predicted):
     c = summary["counts"]
     assert c["rows"] == len(truth.df)
     assert c["rows"] == sum(c[k] for k in ("predicted", "below_threshold", "kept", "unreadable", "missing_image",
-                                           "other_image_rank", "duplicate_object_id"))
+                                           "missing_object_id", "other_image_rank", "duplicate_object_id"))
     assert c["kept"] == 0 and c["unreadable"] == 0
     record = json.loads((wd / "results" / "experiments" / "tiny" / "normalisation.json").read_text())
     names = {cl["ecotaxa_name"] for cl in record["classes"]}

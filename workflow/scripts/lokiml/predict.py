@@ -24,8 +24,16 @@ Two steps:
   - ``ecotaxa_{name}.zip``: that table and its images, ready to upload;
   - ``top3.csv``: object_id with the three most probable classes;
   - ``summary.json``: every object accounted for (predicted, below threshold,
-    kept, unreadable, missing image, other image rank, duplicate), and the
-    accuracy on objects that already carry a validated label.
+    kept, unreadable, missing image, missing object_id, other image rank,
+    duplicate), the input columns not carried over and why, and the accuracy on
+    objects that already carry a validated label.
+
+The table is written so that EcoTaxa accepts it: UTF-8 with a BOM (without one,
+EcoTaxa reads Latin-1), input columns EcoTaxa would refuse left out (named in the
+summary), images EcoTaxa cannot read (not PNG, JPEG or GIF) converted to PNG in the
+bundle. The bundle is then checked against EcoTaxa's import rules
+(:mod:`lokiml.ecotaxa_import`); a remaining problem (a bad date in the input, say)
+stops the job with an :class:`InputError` naming the row.
 """
 
 from __future__ import annotations
@@ -49,8 +57,10 @@ import pandas as pd
 from . import images
 from .config import class_slug
 from .ecotaxa import FALLBACK_PATTERNS, TABLE_PATTERNS, _is_junk, _matches, open_export
+from .ecotaxa_import import (FREE_COLUMNS, SUPPORTED_IMAGE_FORMATS, check_import_table, custom_table, header_problem,
+                             is_ecotaxa_float)
 from .errors import InputError
-from .io import atomic_path, write_json, write_text
+from .io import atomic_path, write_json
 from .logs import Progress
 from .objects import ClassMatcher
 from .store import NormParams, normalise_item
@@ -170,7 +180,7 @@ class Input:
     ``items``: one row per object (``object_id``, ``img_file_name`` relative to the
     input's root, the status / category / hierarchy it already carries); ``outcome``
     is ``todo``, or why the row is not classified (other_image_rank, duplicate_object_id,
-    missing_image).
+    missing_image, missing_object_id).
     """
 
     def __init__(self, path, img_rank: int = 0):
@@ -247,6 +257,8 @@ class Input:
                 "hierarchy": col("object_annotation_hierarchy").replace({"nan": ""}).to_numpy(),
                 "source": table.source, "line": table.lines, "outcome": outcome,
             })
+            # EcoTaxa refuses a row without object_id: such a row is not classified
+            frame.loc[(frame["outcome"] == "todo") & (frame["object_id"] == ""), "outcome"] = "missing_object_id"
             # Every other column of the input (sample, acquisition, process, object metadata) is carried
             # over to the import table, so that EcoTaxa keeps them; not the annotation columns.
             for c in df.columns:
@@ -337,34 +349,101 @@ def predict_images(model, refs, read_bytes, params: NormParams, n_classes: int, 
 # Outputs
 # --------------------------------------------------------------------------------------------
 
-def write_import_table(path, df: pd.DataFrame, types: dict[str, str]) -> None:
-    """An EcoTaxa import table: header, ``[t]``/``[f]`` type row, tab-separated, UTF-8, LF."""
+def import_table_bytes(df: pd.DataFrame, types: dict[str, str]) -> bytes:
+    """An EcoTaxa import table: header, ``[t]``/``[f]`` type row, tab-separated, LF, UTF-8 with a BOM.
+
+    The BOM matters: EcoTaxa reads a table that does not start with one as Latin-1, which would
+    turn every non-ASCII character (``é``, ``µ``) into two.
+    """
     buf = io.StringIO()
     w = csv.writer(buf, delimiter="\t", quotechar='"', lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     w.writerow(list(df.columns))
     w.writerow([types[c] for c in df.columns])
     for row in df.itertuples(index=False):
         w.writerow(["" if (isinstance(v, float) and np.isnan(v)) else v for v in row])
-    write_text(path, buf.getvalue())
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+
+
+def write_import_table(path, df: pd.DataFrame, types: dict[str, str]) -> None:
+    """Write :func:`import_table_bytes` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(import_table_bytes(df, types))
 
 
 def _fmt(x: float) -> str:
     return "" if np.isnan(x) else f"{x:.6f}"
 
 
-def _numeric(values: pd.Series) -> bool:
-    v = values.astype(str).str.strip()
-    v = v[(v != "") & (v.str.lower() != "nan")]
-    return bool(len(v)) and pd.to_numeric(v, errors="coerce").notna().all()
+def _numeric(values) -> bool:
+    """True when ``values`` hold at least one number and EcoTaxa reads every value as a number or empty."""
+    v = [str(x).strip() for x in values]
+    return any(x and x.lower() not in ("nan", "na") for x in v) and all(is_ecotaxa_float(x) for x in v)
+
+
+#: Columns the prediction writes itself; an input column of that name (in any case) is not carried.
+_OWN_COLUMNS = ("img_file_name", "img_rank", "object_id", "object_score")
+_OWN_PREFIXES = ("object_annotation_", "object_prob_")
+
+
+def _carried_columns(items: pd.DataFrame, ok: np.ndarray, extra_types: dict[str, str] | None, own_numbers: int):
+    """The input columns to carry into the import table: ``({name: (values, type code)}, {name: why not})``.
+
+    A column is left out (and named, with the reason) when EcoTaxa would refuse it: a name that is
+    not ``<table>_<field>`` with a table EcoTaxa knows, a ``sample_``/``acq_``/``process_`` column
+    without the ``<prefix>_id`` column EcoTaxa then requires, or more custom columns than EcoTaxa
+    has room for (the score and probability columns come first). The type code is ``[f]`` when
+    EcoTaxa reads every value as a number (and the input did not say ``[t]``), else ``[t]``: an
+    ``[n]``, a blank code or a ``[f]`` column holding text would be refused.
+    """
+    out: dict[str, tuple[np.ndarray, str]] = {}
+    dropped: dict[str, str] = {}
+    for c in [c for c in items.columns if c.startswith(EXTRA)]:
+        name = c[len(EXTRA):]
+        clean = name.strip(" \t").lower()
+        why = header_problem(name)
+        if why is None and (clean in _OWN_COLUMNS or clean.startswith(_OWN_PREFIXES)):
+            why = "the prediction writes a column of that name"
+        if why:
+            dropped[name] = why
+            continue
+        values = items[c].fillna("").astype(str).to_numpy()[ok]
+        if clean in ("object_date", "object_time"):  # EcoTaxa reads 'nan' there as a bad date or time
+            values = np.array(["" if v.strip().lower() == "nan" else v for v in values], dtype=object)
+        given = ((extra_types or {}).get(name) or "").strip().lower()
+        numeric = _numeric(values)
+        if given in ("[f]", "[n]") and not numeric and any(str(v).strip() for v in values):
+            log.warning("column %s: typed %s in the input but not every value is a number: written as text [t]",
+                        name, given)
+        out[name] = (values, "[f]" if numeric and given != "[t]" else "[t]")
+    for prefix in ("sample", "acq", "process"):
+        group = [n for n in out if n.strip(" \t").lower().startswith(prefix + "_")]
+        if group and f"{prefix}_id" not in {n.strip(" \t").lower() for n in group}:
+            for n in group:
+                dropped[n] = f"EcoTaxa requires a {prefix}_id column next to {prefix}_ columns, and the input has none"
+                del out[n]
+    counts = {("object", "n"): own_numbers}
+    for n in list(out):
+        table = custom_table(n)
+        if table is None:
+            continue
+        kind = "n" if table == "object" and out[n][1] == "[f]" else "t"
+        counts[(table, kind)] = counts.get((table, kind), 0) + 1
+        if counts[(table, kind)] > FREE_COLUMNS[(table, kind)]:
+            dropped[n] = f"EcoTaxa stores at most {FREE_COLUMNS[(table, kind)]} custom {table} " \
+                         f"{'number' if kind == 'n' else 'text'} columns per project"
+            del out[n]
+    for n, why in dropped.items():
+        log.warning("input column %s is not carried over to the import table: %s", n, why)
+    return out, dropped
 
 
 def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record, threshold: float,
                   statuses_to_keep, extra_types: dict[str, str] | None = None):
     """``(import table, its type codes, top-3 table, counts)`` from the predictions of ``items``.
 
-    The input's other columns (``extra:<name>`` in ``items``) follow the annotation columns, with
-    their type code from the input (``extra_types``) or, without one, ``[f]`` when every value is a
-    number.
+    The input's other columns (``extra:<name>`` in ``items``) follow the annotation columns, those
+    EcoTaxa would refuse left out (:func:`_carried_columns`; ``extra_types`` are their input type
+    codes). Objects with a status of ``statuses_to_keep`` keep it with their category, if they have one.
 
     ``items`` are the rows with outcome ``todo`` (in order), ``probs`` / ``errors`` their predictions.
     """
@@ -376,7 +455,8 @@ def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record
     top = np.argsort(-safe, axis=1, kind="stable")[:, :min(TOP_K, n_cls)]
     best = top[:, 0] if len(items) else np.zeros(0, dtype=int)
     score = np.where(err, np.nan, safe[np.arange(len(items)), best]) if len(items) else np.zeros(0)
-    kept = items["status"].isin(keep).to_numpy() & ~err
+    # a kept status needs its category: EcoTaxa refuses a status without one
+    kept = items["status"].isin(keep).to_numpy() & (items["category"].str.strip() != "").to_numpy() & ~err
     above = (score >= threshold) & ~err
     names = np.asarray(record.ecotaxa_names, dtype=object)
 
@@ -392,10 +472,10 @@ def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record
     })
     types = {"img_file_name": "[t]", "object_id": "[t]", "object_annotation_category": "[t]",
              "object_annotation_status": "[t]", "object_score": "[f]"}
-    for c in [c for c in items.columns if c.startswith(EXTRA)]:
-        name = c[len(EXTRA):]
-        table[name] = items[c].to_numpy()[ok]
-        types[name] = (extra_types or {}).get(name) or ("[f]" if _numeric(table[name]) else "[t]")
+    carried, dropped = _carried_columns(items, ok, extra_types, own_numbers=1 + n_cls)
+    for name, (values, code) in carried.items():
+        table[name] = values
+        types[name] = code
     for k, c in enumerate(record.classes):
         col = f"object_prob_{class_slug(c)}"
         table[col] = [_fmt(v) for v in probs[ok, k]]
@@ -423,23 +503,65 @@ def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record
         "kept": int(kept.sum()),
         "unreadable": int(err.sum()),
     }
-    return table, types, top3, {"counts": counts, "validated": accuracy,
+    return table, types, top3, {"counts": counts, "validated": accuracy, "dropped_columns": dropped,
                                 "unreadable_objects": items["object_id"][err].tolist()[:1000]}
 
 
-def write_bundle(path, table_path, table: pd.DataFrame, read_bytes) -> None:
-    """A zip of the import table (at its root) and its images, under the names the table gives them."""
+_PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
+
+
+def _as_png(data: bytes, name: str) -> bytes | None:
+    """None when EcoTaxa reads the image as it is (PNG, JPEG, GIF); else the image converted to PNG."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format in SUPPORTED_IMAGE_FORMATS:
+                return None
+            im.load()
+            if im.mode not in _PNG_MODES:
+                im = im.convert("I" if im.mode.startswith("I;16") or im.mode in ("F", "I") else
+                                "RGBA" if "A" in im.mode else "RGB")
+            buf = io.BytesIO()
+            im.save(buf, "PNG")
+            return buf.getvalue()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(name, f"cannot convert the image to PNG for EcoTaxa ({e})") from None
+
+
+def write_bundle(path, table_name: str, table: pd.DataFrame, types: dict[str, str], read_bytes) -> pd.DataFrame:
+    """A zip of the import table (at its root, named ``table_name``) and its images; return the table written.
+
+    Images keep the names the table gives them, except those EcoTaxa cannot read (it takes PNG,
+    JPEG and GIF: BMP and TIFF are not): they are converted to PNG and named ``<name>.png``, and
+    the returned table (the one in the zip) names them so.
+    """
+    table = table.copy()
+    names = table["img_file_name"].tolist()
+    taken = set(names)
+    renamed: dict[str, str] = {}
+    stamp = (1980, 1, 1, 0, 0, 0)
     with atomic_path(path, suffix=".zip") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            z.writestr(zipfile.ZipInfo(os.path.basename(str(table_path)), date_time=(1980, 1, 1, 0, 0, 0)),
-                       Path(table_path).read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
-            seen = set()
-            for name in table["img_file_name"]:
-                if name in seen:
-                    continue
-                seen.add(name)
-                z.writestr(zipfile.ZipInfo(posixpath.normpath(name), date_time=(1980, 1, 1, 0, 0, 0)),
-                           read_bytes(name), compress_type=zipfile.ZIP_STORED)
+            for name in dict.fromkeys(names):
+                data = read_bytes(name)
+                png = _as_png(data, name)
+                if png is not None:
+                    new, k = f"{name}.png", 1
+                    while new in taken:
+                        new, k = f"{name}.{k}.png", k + 1
+                    taken.add(new)
+                    renamed[name] = new
+                    data = png
+                z.writestr(zipfile.ZipInfo(posixpath.normpath(renamed.get(name, name)), date_time=stamp), data,
+                           compress_type=zipfile.ZIP_STORED)
+            if renamed:
+                log.info("%d image(s) EcoTaxa cannot read (not PNG, JPEG or GIF) converted to PNG in the bundle, "
+                         "e.g. %s -> %s", len(renamed), *next(iter(renamed.items())))
+                table["img_file_name"] = [renamed.get(n, n) for n in names]
+            z.writestr(zipfile.ZipInfo(table_name, date_time=stamp), import_table_bytes(table, types),
+                       compress_type=zipfile.ZIP_DEFLATED)
+    return table
 
 
 def predict_job(input_path, model_path, record_path, name: str, out_table, out_zip, out_top3, out_summary,
@@ -467,26 +589,64 @@ def predict_job(input_path, model_path, record_path, name: str, out_table, out_z
                                        batch_size=batch_size, chunk=chunk, threads=threads, progress=progress)
         table, types, top3, result = build_outputs(todo, probs, errors, record, threshold, statuses_to_keep,
                                                      src.extra_types)
+        table = write_bundle(out_zip, Path(out_table).name, table, types, src.read)
         write_import_table(out_table, table, types)
-        _write_csv(out_top3, top3)
-        write_bundle(out_zip, out_table, table, src.read)
     finally:
         src.close()
+    _check_bundle(out_zip, todo, (out_table, out_zip), threads)
+    _write_csv(out_top3, top3)
     dropped = items.loc[items["outcome"] != "todo", "outcome"].value_counts().to_dict()
     counts = {"rows": len(items), **result["counts"],
-              **{k: int(dropped.get(k, 0)) for k in ("missing_image", "other_image_rank", "duplicate_object_id")}}
+              **{k: int(dropped.get(k, 0)) for k in DROPPED_OUTCOMES}}
     summary = {"name": name, "input": str(input_path), "model": str(model_path), "threshold": threshold,
                "statuses_to_keep": list(statuses_to_keep), "classes": record.classes, "counts": counts,
-               "validated": result["validated"], "unreadable_objects": result["unreadable_objects"]}
+               "validated": result["validated"], "columns_not_carried": result["dropped_columns"],
+               "unreadable_objects": result["unreadable_objects"]}
     write_json(out_summary, summary)
     acc = result["validated"]["accuracy"]
     log.info("%s: %d predicted, %d below threshold %.2f (left unclassified), %d kept (%s), %d unreadable, "
-             "%d missing image, %d other image rank, %d duplicate object_id%s", name, counts["predicted"],
-             counts["below_threshold"], threshold, counts["kept"], "/".join(statuses_to_keep) or "-",
-             counts["unreadable"], counts["missing_image"], counts["other_image_rank"], counts["duplicate_object_id"],
+             "%d missing image, %d missing object_id, %d other image rank, %d duplicate object_id%s", name,
+             counts["predicted"], counts["below_threshold"], threshold, counts["kept"],
+             "/".join(statuses_to_keep) or "-", counts["unreadable"], counts["missing_image"],
+             counts["missing_object_id"], counts["other_image_rank"], counts["duplicate_object_id"],
              f"; accuracy on {result['validated']['validated_in_classes']} validated objects: {acc:.3f}"
              if acc is not None else "")
     return summary
+
+
+#: Outcomes of input rows that are not classified (besides unreadable images), counted in the summary.
+DROPPED_OUTCOMES = ("missing_image", "missing_object_id", "other_image_rank", "duplicate_object_id")
+
+
+def _check_bundle(out_zip, items: pd.DataFrame, outputs, threads: int) -> None:
+    """Check the bundle against EcoTaxa's import rules; on a problem remove ``outputs`` and raise.
+
+    A bundle without any object (every image unreadable, say) is not an error here: the summary
+    says why; it is only not worth uploading.
+    """
+    problems = check_import_table(out_zip, threads=threads)
+    if any(p.rule == "empty" for p in problems):
+        log.warning("%s holds no object: nothing to upload to EcoTaxa", out_zip)
+    problems = [p for p in problems if p.rule != "empty"]
+    if not problems:
+        log.info("%s passes EcoTaxa's import checks", out_zip)
+        return
+    for p in problems:
+        log.error("EcoTaxa would refuse the import: %s", p)
+    for path in outputs:
+        Path(path).unlink(missing_ok=True)
+    p = problems[0]
+    origin = ""
+    if p.object_id:
+        hit = items.loc[items["object_id"] == p.object_id]
+        if len(hit):
+            src, line = hit["source"].iloc[0], int(hit["line"].iloc[0])
+            origin = f" (object {p.object_id!r}, from {src}" + (f", row {line})" if line else ")")
+    more = f"; {len(problems) - 1} more problem(s) in the log" if len(problems) > 1 else ""
+    raise InputError(p.file, "EcoTaxa would refuse this import table: " + (f"{p.field}: " if p.field else "")
+                     + p.message + origin + more, row=p.row,
+                     hint="correct the value in the input table (or remove the column there) and run the "
+                          "prediction again")
 
 
 def _write_csv(path, df: pd.DataFrame) -> None:
