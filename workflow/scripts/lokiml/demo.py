@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .io import fault_point, remove_stale_temps
+
 log = logging.getLogger(__name__)
 
 TSV_NAME = "ecotaxa_demo.tsv"
@@ -402,6 +404,7 @@ def make_demo_export(out_dir, seed: int = 1, scale: float = 1.0) -> Path:
                              "start": start, "lat": lat, "lon": lon})
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         (tmp / IMAGE_DIR).mkdir()
@@ -433,6 +436,7 @@ def make_demo_export(out_dir, seed: int = 1, scale: float = 1.0) -> Path:
             lines.append("\t".join(row[c] for c, _ in COLUMNS))
         (tmp / TSV_NAME).write_text("\n".join(lines) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
+        fault_point(out_dir)
         if out_dir.is_dir() and not out_dir.is_symlink():
             shutil.rmtree(out_dir)
         elif out_dir.exists() or out_dir.is_symlink():

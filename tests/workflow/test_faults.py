@@ -1,0 +1,238 @@
+"""Faults: a job killed at the worst moment, then the workflow run again, ends with the outputs of an
+uninterrupted run; with --keep-going, a failing experiment does not stop an independent one.
+
+The worst moment is injected by lokiml.io's fault hook (LOKIML_FAULT, see lokiml/io.py): SIGKILL once
+the temporary file of an output is fully written, before its rename, so a killed job leaves a finished
+temporary file behind. Variant "job" kills the job only (a crash, the OOM killer); variant "power"
+kills its process group, Snakemake included (a power loss, a node failure), which leaves Snakemake's
+lock and incomplete markers behind.
+
+The reference is the shared tiny run of test_workflow.py (one uninterrupted run per session). Each case
+works in a copy of it and forces one job of the tiny DAG (its outputs as targets, --forcerun its rule),
+with the fault on; then runs the same targets again without the fault, as a user would (workstation
+profile, which sets rerun-incomplete; after a power loss `--unlock` first). Downstream jobs are left
+alone (the reruns would only repeat them deterministically at CI cost): what is compared is that every
+output under results/ and resources/ equals the reference afterwards, the rerun job's included.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from test_workflow import shared_tiny_run
+
+pytestmark = pytest.mark.workflow
+
+EXP = "results/experiments/tiny"
+EVAL = "results/evaluation/tiny"
+
+# (rule, target: an output of the forced job, glob of the write that is killed, variant). One case per
+# rule of the tiny DAG (`snakemake --configfile config/config.yaml tests/workflow/tiny.yaml -n`);
+# resolve_weights downloads, and the descriptors, deep features and prediction rules are not in it.
+# The killed write is the job's last (or, for training, a mid-training checkpoint), so that in the
+# "power" cases the job's other outputs are already in place and must be flagged incomplete.
+CASES = [
+    ("make_demo_export", "resources/demo_export", "resources/demo_export", "power"),
+    ("read_export", "results/data/ledger.tsv", "results/data/ledger.tsv", "job"),  # after objects.tsv
+    ("balance_classes", "results/data/balanced.tsv", "results/data/balanced.tsv", "job"),
+    ("split_dataset", "results/data/split.tsv", "results/data/split.tsv", "power"),
+    ("normalise_images", "results/data/images/48px/shard1.tsv", "results/data/images/48px/shard1.tsv", "job"),
+    ("summarise_data", "results/data/summary.tsv", "results/data/summary.tsv", "power"),  # after accounting.*
+    ("plot_data_summary", "results/data/report/summary.html", "results/data/report/summary.html", "job"),
+    ("make_demo_weights", "resources/demo_weights/mobilenetv2_seeded_random.weights.h5",
+     "resources/demo_weights/*.weights.h5", "job"),
+    # mid-training: the epoch-2 checkpoint; the rerun resumes from epoch 1
+    ("train_model", f"{EXP}/model.keras", "resources/train_state/tiny/model_e0002.keras", "job"),
+    # after model.keras, best.keras, ...: the rerun resumes from the finished state and writes them again
+    ("train_model", f"{EXP}/train_info.json", f"{EXP}/train_info.json", "power"),
+    ("evaluate_model", f"{EVAL}/summary.html", f"{EVAL}/summary.html", "job"),
+    ("make_leaderboard", "results/evaluation/leaderboard.svg", "results/evaluation/leaderboard.svg", "power"),
+    ("record_normalisation", f"{EXP}/normalisation.json", f"{EXP}/normalisation.json", "job"),
+]
+
+# What is compared. Outputs of rules live in results/, resources/demo_export and resources/demo_weights.
+# Not compared: logs/ and benchmarks/ (run times, dates); resources/train_state (training's resume
+# state, not an output) and resources/cache (a cache of normalised images, not an output).
+OUTPUT_DIRS = ["results", "resources/demo_export", "resources/demo_weights"]
+# Outputs that legitimately differ between two correct runs, and how they are compared instead:
+# - *.keras: a zip whose metadata.json holds the save date, and whose config.json holds
+#   "shared_object_id" values (Python id()s of shared objects, different in every process): the
+#   weights (model.weights.h5) are compared byte for byte, config.json with those ids renumbered.
+# - history.tsv (column seconds), train_info.json (seconds_total, seconds_per_epoch, feature_seconds)
+#   and leaderboard.tsv (training_seconds) hold wall-clock times; train_info.json's
+#   resumed_from_epoch says whether training resumed, which it does after a kill, by design.
+# - leaderboard.html and the experiment's summary.txt/.html print the training time ("11.3 s").
+# - normalisation.json holds the SHA-1 of best.keras, whose bytes carry the save date: checked to
+#   match the best.keras beside it instead (except where best.keras was made again and
+#   record_normalisation, downstream, deliberately not rerun).
+SECONDS_COLUMNS = {"history.tsv": "seconds", "leaderboard.tsv": "training_seconds"}
+TIMED_INFO_KEYS = ("seconds_total", "seconds_per_epoch", "feature_seconds", "resumed_from_epoch")
+DURATIONS_IN_TEXT = {"leaderboard.html", "summary.txt", "summary.html"}
+DURATION = re.compile(r"\b\d+(?:\.\d+)? s\b")
+
+
+def _keras_content(path):
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        assert {"config.json", "metadata.json", "model.weights.h5"} <= names, (path, names)
+        ids = {}
+        config = re.sub(r'"shared_object_id": (\d+)', lambda m: f'"shared_object_id": {ids.setdefault(m[1], len(ids))}',
+                        z.read("config.json").decode())
+        return {"config.json": config, "model.weights.h5": z.read("model.weights.h5"),
+                "other": sorted(names - {"config.json", "metadata.json", "model.weights.h5"})}
+
+
+def _without_column(data: bytes, column: str) -> str:
+    rows = [line.split("\t") for line in data.decode().splitlines()]
+    k = rows[0].index(column)
+    return "\n".join("\t".join(r[:k] + r[k + 1:]) for r in rows)
+
+
+def content(wd, rel, check_sha1=True):
+    """What must be equal in ``rel`` (relative to ``wd``) between two correct runs."""
+    path = wd / rel
+    name = path.name
+    if name.endswith(".keras"):
+        return _keras_content(path)
+    data = path.read_bytes()
+    if name in SECONDS_COLUMNS:
+        return _without_column(data, SECONDS_COLUMNS[name])
+    if name == "train_info.json":
+        info = json.loads(data)
+        return {k: v for k, v in info.items() if k not in TIMED_INFO_KEYS}
+    if name == "normalisation.json":
+        record = json.loads(data)
+        assert not check_sha1 or record["model_sha1"] == hashlib.sha1((path.parent / "best.keras").read_bytes()).hexdigest(), rel
+        return {k: v for k, v in record.items() if k != "model_sha1"}
+    if name in DURATIONS_IN_TEXT:
+        return DURATION.sub("# s", data.decode())
+    return data
+
+
+def outputs_of(wd):
+    """Every file of the OUTPUT_DIRS, hidden ones (a left-over temporary file) included."""
+    return sorted(str(p.relative_to(wd)) for top in OUTPUT_DIRS for p in (wd / top).rglob("*") if p.is_file())
+
+
+def fingerprint(wd, check_sha1=True):
+    return {rel: content(wd, rel, check_sha1) for rel in outputs_of(wd)}
+
+
+def temporaries_of(path):
+    """The temporary names lokiml.io gives ``path`` while it is written (atomic_path, or mkdtemp for a folder)."""
+    stale = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}" + re.escape("".join(path.suffixes)))
+    return [p for p in path.parent.iterdir() if stale.fullmatch(p.name)] if path.parent.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The environment of the runs here. Snakemake's SLURM executor plugin runs `scontrol show config`
+    whenever Snakemake starts; where SLURM is installed but not running (CI, after tests/slurm stopped its
+    cluster) that waits 9-10 s per call. These runs are local: a stand-in scontrol that fails at once
+    keeps them at their own speed."""
+    shim = tmp_path_factory.mktemp("shim")
+    (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    (shim / "scontrol").chmod(0o755)
+    e = {k: v for k, v in os.environ.items() if not k.startswith("LOKIML_FAULT")}
+    return dict(e, PYTHONHASHSEED="0", PATH=f"{shim}{os.pathsep}{e.get('PATH', '')}")
+
+
+def run(wd, env, *targets, opts=(), configs=(), fault=None, timeout=600):
+    """Snakemake in ``wd`` in its own process group (so that a "power loss" kills it, not pytest)."""
+    cmd = [sys.executable, "-m", "snakemake", *targets, "--cores", "2", *opts,
+           "--configfile", "config/config.yaml", "tiny.yaml", *configs]
+    if fault:
+        env = dict(env, LOKIML_FAULT=fault[0], LOKIML_FAULT_MODE=fault[1])
+    res = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=timeout,
+                         start_new_session=True)
+    res.text = res.stdout + res.stderr
+    return res
+
+
+def announced(text, rule, field):
+    """A field (output, log) of the job of ``rule`` as Snakemake announced it, as a list of paths."""
+    m = re.search(rf"^(?:local)?rule {rule}:\n(?:    .*\n)*?    {field}: (.*)$", text, re.M)
+    assert m, f"no job of {rule} with a {field} announced:\n{text[-3000:]}"
+    return m[1].split(", ")
+
+
+@pytest.fixture(scope="module")
+def reference(project_root, tmp_path_factory):
+    wd = shared_tiny_run(project_root, tmp_path_factory)
+    return wd, fingerprint(wd)
+
+
+@pytest.mark.parametrize("rule,target,glob,variant", CASES, ids=[f"{c[0]}-{c[3]}" for c in CASES])
+def test_killed_job_then_rerun_gives_the_uninterrupted_outputs(reference, env, tmp_path, rule, target, glob,
+                                                              variant):
+    ref_wd, ref = reference
+    wd = tmp_path / "wd"
+    shutil.copytree(ref_wd, wd, symlinks=True)
+    killed = run(wd, env, target, opts=["--forcerun", rule], fault=(glob, variant))
+    expected_rc = -signal.SIGKILL if variant == "power" else 1
+    assert killed.returncode == expected_rc, f"{rule}: the fault did not strike ({killed.returncode}):\n" \
+                                             f"{killed.text[-4000:]}"
+    outputs = announced(killed.text, rule, "output")
+    assert target in outputs, outputs
+    faulted = wd / (target if "*" in glob else glob)
+    assert temporaries_of(faulted), f"no finished temporary file of {faulted} left behind"
+    assert not faulted.exists()
+    existing = [o for o in outputs if (wd / o).exists()]
+    if variant == "job":
+        # Snakemake removed the failed job's outputs; its log says what happened
+        assert existing == [], existing
+        (log,) = announced(killed.text, rule, "log")
+        assert "LOKIML_FAULT" in (wd / log).read_text().splitlines()[-1]
+    else:
+        # Snakemake was killed too: its lock stays, and every output already in place is flagged
+        # incomplete, so that a run without --rerun-incomplete refuses to take it for finished
+        assert run(wd, env, "--unlock").returncode == 0
+        if existing:
+            refused = run(wd, env, target, opts=["-n"])
+            assert refused.returncode != 0 and "IncompleteFilesException" in refused.text, refused.text[-3000:]
+            listed = refused.text.split("Incomplete files:", 1)[1].split()
+            assert set(existing) <= set(listed), (existing, listed)
+        markers = {base64.urlsafe_b64decode(p.name).decode() for p in (wd / ".snakemake" / "incomplete").iterdir()}
+        assert set(existing) <= markers
+    again = run(wd, env, target, opts=["--workflow-profile", "profiles/workstation"])
+    assert again.returncode == 0, again.text[-6000:]
+    assert f"rule {rule}:" in again.text
+    assert not temporaries_of(faulted), "a left-over temporary file was not removed"
+    now = fingerprint(wd, check_sha1=rule != "train_model")
+    assert sorted(now) == sorted(ref), {"extra": sorted(set(now) - set(ref)), "missing": sorted(set(ref) - set(now))}
+    differ = [rel for rel in ref if now[rel] != ref[rel]]
+    assert differ == [], f"outputs differ from the uninterrupted run: {differ}"
+
+
+def test_keep_going_finishes_independent_experiments(reference, env, tmp_path):
+    """A CNN experiment with a corrupt weights file fails; a descriptors experiment beside it still
+    trains and is evaluated; the run exits non-zero; the failed job's log says why."""
+    ref_wd, _ = reference
+    wd = tmp_path / "wd"
+    shutil.copytree(ref_wd, wd, symlinks=True)
+    (wd / "broken.weights.h5").write_text("not an HDF5 file\n")
+    (wd / "two.yaml").write_text(
+        "experiments:\n"
+        "  broken: {model: mobilenetv2, weights: broken.weights.h5, image_size: 48, batch_size: 16, epochs: 2}\n"
+        "  forest: {kind: descriptors, classifier: random_forest}\n")
+    # --prioritize: the failing job runs first, so the independent one is left to --keep-going
+    res = run(wd, env, opts=["--keep-going", "--prioritize", "train_model"], configs=["two.yaml"])
+    assert res.returncode != 0, res.text[-4000:]
+    text = res.text
+    failed = text.find("Error in rule train_model")
+    assert failed >= 0, text[-4000:]
+    assert "broken" in text[failed:failed + 2000]
+    assert text.find("rule evaluate_descriptors:", failed) > failed, "the descriptors experiment was not left to --keep-going"
+    for f in ("metrics.json", "predictions.tsv"):
+        assert (wd / "results" / "evaluation" / "forest" / "test" / f).is_file(), f
+    assert not (wd / "results" / "experiments" / "broken" / "model.keras").exists()
+    log = (wd / "logs" / "train_model" / "broken.log").read_text()
+    assert "broken.weights.h5: cannot load it into the MobileNetV2 base" in log, log[-3000:]
