@@ -6,12 +6,13 @@ For each N it writes a plain folder of N synthetic LOKI-like JPEGs (varied sizes
 ellipse on a light background), saves an untrained classifier (lokiml.models.build_model: the
 cost, not the accuracy, is measured) with its normalisation record, and runs the whole predict
 job (:func:`lokiml.predict.predict_job`: listing, chunked threaded decoding and normalisation,
-batched prediction, the EcoTaxa import table, the top-3 CSV and the zip bundle with all N
-images) in a fresh child process, whose peak resident memory (``VmHWM``) is reported.
-
-Memory is bounded by the chunk of normalised images (at most 1024 images or 256 MB, two chunks
-at a time), the model and TensorFlow; what grows with N is only the object tables (a few hundred
-bytes per object). The figure to look at is the difference between the two peaks.
+batched prediction, the EcoTaxa import table, the top-3 CSV, the zip bundle with all N images,
+and the check of the bundle against EcoTaxa's import rules) in a fresh child process, whose peak
+resident memory (``VmHWM``) is reported. Memory is bounded by the chunk of
+normalised images (at most 1024 images or 256 MB, two chunks at a time), the block of output rows
+(lokiml.predict.BLOCK), the model and TensorFlow; what grows with N is the object list, the
+probabilities and the zip's directory (a few hundred bytes per object). The figure to look at is
+the difference between the two peaks.
 """
 
 from __future__ import annotations
@@ -57,12 +58,12 @@ def child(workdir: Path, threads: int, batch: int) -> None:
     out = workdir / "out"
     t = time.perf_counter()
     summary = predict_job(workdir / "images", workdir / "model.keras", workdir / "normalisation.json", "bench",
-                          out / "table.tsv", out / "bundle.zip", out / "top3.csv", out / "summary.json",
+                          out / "ecotaxa_bench.tsv", out / "ecotaxa_bench.zip", out / "top3.csv", out / "summary.json",
                           threshold=0.0, batch_size=batch, threads=threads)
     wall = time.perf_counter() - t
     peak = peak_rss_mb()  # VmHWM: ru_maxrss would include this bench's own size at the fork
     print(json.dumps({"wall_s": wall, "peak_mb": peak, "counts": summary["counts"],
-                      "zip_mb": (out / "bundle.zip").stat().st_size / 2**20}))
+                      "zip_mb": (out / "ecotaxa_bench.zip").stat().st_size / 2**20}))
 
 
 def main(argv=None) -> None:

@@ -93,6 +93,21 @@ def _table(path):
     return t, t.df.set_index("object_id")
 
 
+def test_outputs_written_block_by_block_are_the_same_files(tmp_path, monkeypatch):
+    """The tables and the zip are built a block of objects at a time (memory flat in the number of
+    objects); the block size must change nothing in what is written."""
+    src = _export(tmp_path)
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "blocks").mkdir()
+    whole, paths = _run(tmp_path / "whole", src, threshold=0.5)
+    monkeypatch.setattr(pr, "BLOCK", 2)  # 6 rows, one unreadable: 3 blocks, the last one short
+    blocks, paths2 = _run(tmp_path / "blocks", src, threshold=0.5)
+    for key in ("out_table", "out_zip", "out_top3"):
+        assert paths[key].read_bytes() == paths2[key].read_bytes(), key
+    assert {k: v for k, v in whole.items() if k != "model"} == {k: v for k, v in blocks.items() if k != "model"}
+    assert whole["validated"]["validated_in_classes"] == 2 and whole["counts"]["unreadable"] == 1
+
+
 def test_threshold_kept_statuses_and_counts(tmp_path):
     summary, paths = _run(tmp_path, _export(tmp_path), threshold=0.5, chunk=2, batch_size=2)
     c = summary["counts"]
@@ -110,7 +125,8 @@ def test_threshold_kept_statuses_and_counts(tmp_path):
     assert df.loc["o4", "object_annotation_status"] == ""
     assert float(df.loc["o4", "object_score"]) == pytest.approx(0.4)
     assert "o5" not in df.index and summary["unreadable_objects"] == ["o5"]
-    assert summary["validated"] == {"validated_objects": 2, "validated_in_classes": 2, "accuracy": 1.0}
+    assert summary["validated"] == {"validated_objects": 2, "validated_in_classes": 2, "correct": 2,
+                                   "accuracy": 1.0}
 
 
 def test_threshold_zero_classifies_everything_and_ecotaxa_names(tmp_path):

@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import posixpath
+import shutil
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -385,6 +386,14 @@ _OWN_COLUMNS = ("img_file_name", "img_rank", "object_id", "object_score")
 _OWN_PREFIXES = ("object_annotation_", "object_prob_")
 
 
+def _carried_values(items: pd.DataFrame, name: str, ok: np.ndarray) -> np.ndarray:
+    """The values of input column ``name`` for the rows ``ok``, as the import table writes them."""
+    values = items[EXTRA + name].fillna("").astype(str).to_numpy()[ok]
+    if name.strip(" \t").lower() in ("object_date", "object_time"):  # EcoTaxa reads 'nan' there as a bad date or time
+        values = np.array(["" if v.strip().lower() == "nan" else v for v in values], dtype=object)
+    return values
+
+
 def _carried_columns(items: pd.DataFrame, ok: np.ndarray, extra_types: dict[str, str] | None, own_numbers: int):
     """The input columns to carry into the import table: ``({name: (values, type code)}, {name: why not})``.
 
@@ -406,9 +415,7 @@ def _carried_columns(items: pd.DataFrame, ok: np.ndarray, extra_types: dict[str,
         if why:
             dropped[name] = why
             continue
-        values = items[c].fillna("").astype(str).to_numpy()[ok]
-        if clean in ("object_date", "object_time"):  # EcoTaxa reads 'nan' there as a bad date or time
-            values = np.array(["" if v.strip().lower() == "nan" else v for v in values], dtype=object)
+        values = _carried_values(items, name, ok)
         given = ((extra_types or {}).get(name) or "").strip().lower()
         numeric = _numeric(values)
         if given in ("[f]", "[n]") and not numeric and any(str(v).strip() for v in values):
@@ -438,7 +445,7 @@ def _carried_columns(items: pd.DataFrame, ok: np.ndarray, extra_types: dict[str,
 
 
 def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record, threshold: float,
-                  statuses_to_keep, extra_types: dict[str, str] | None = None):
+                  statuses_to_keep, extra_types: dict[str, str] | None = None, carried=None):
     """``(import table, its type codes, top-3 table, counts)`` from the predictions of ``items``.
 
     The input's other columns (``extra:<name>`` in ``items``) follow the annotation columns, those
@@ -446,6 +453,8 @@ def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record
     codes). Objects with a status of ``statuses_to_keep`` keep it with their category, if they have one.
 
     ``items`` are the rows with outcome ``todo`` (in order), ``probs`` / ``errors`` their predictions.
+    ``carried``: ``({column: type code}, {column: why not carried})`` decided beforehand over all the
+    objects (:func:`write_outputs` builds the outputs block by block), else decided on ``items``.
     """
     items = items.reset_index(drop=True)
     keep = set(statuses_to_keep)
@@ -472,8 +481,12 @@ def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record
     })
     types = {"img_file_name": "[t]", "object_id": "[t]", "object_annotation_category": "[t]",
              "object_annotation_status": "[t]", "object_score": "[f]"}
-    carried, dropped = _carried_columns(items, ok, extra_types, own_numbers=1 + n_cls)
-    for name, (values, code) in carried.items():
+    if carried is None:
+        columns, dropped = _carried_columns(items, ok, extra_types, own_numbers=1 + n_cls)
+    else:
+        codes, dropped = carried
+        columns = {name: (_carried_values(items, name, ok), code) for name, code in codes.items()}
+    for name, (values, code) in columns.items():
         table[name] = values
         types[name] = code
     for k, c in enumerate(record.classes):
@@ -495,6 +508,7 @@ def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record
     accuracy = {
         "validated_objects": int(labelled.sum()),
         "validated_in_classes": len(known),
+        "correct": int(sum(idx[t] == b for t, b in known)),
         "accuracy": (sum(idx[t] == b for t, b in known) / len(known)) if known else None,
     }
     counts = {
@@ -529,39 +543,84 @@ def _as_png(data: bytes, name: str) -> bytes | None:
         raise InputError(name, f"cannot convert the image to PNG for EcoTaxa ({e})") from None
 
 
-def write_bundle(path, table_name: str, table: pd.DataFrame, types: dict[str, str], read_bytes) -> pd.DataFrame:
-    """A zip of the import table (at its root, named ``table_name``) and its images; return the table written.
+#: Objects per block of the output tables: the tables of one block are built, written and let go.
+BLOCK = 8192
 
-    Images keep the names the table gives them, except those EcoTaxa cannot read (it takes PNG,
-    JPEG and GIF: BMP and TIFF are not): they are converted to PNG and named ``<name>.png``, and
-    the returned table (the one in the zip) names them so.
+
+def write_outputs(todo: pd.DataFrame, probs: np.ndarray, errors, record: Record, threshold: float,
+                  statuses_to_keep, extra_types, out_table, out_zip, out_top3, read_bytes,
+                  block: int = BLOCK) -> dict:
+    """Write the import table, the zip bundle (the table at its root and its images) and the top-3 CSV.
+
+    Block by block, so that memory does not grow with the tables (only the object list and the
+    probabilities, a few hundred bytes per object, are held). Images keep the names the table gives
+    them, except those EcoTaxa cannot read (it takes PNG, JPEG and GIF; not BMP or TIFF): they are
+    converted to PNG and named ``<name>.png``, in the zip and in both tables. Returns the merged
+    counts of :func:`build_outputs`.
     """
-    table = table.copy()
-    names = table["img_file_name"].tolist()
-    taken = set(names)
-    renamed: dict[str, str] = {}
+    ok_all = np.array([e is None for e in errors], dtype=bool)
+    codes, dropped = _carried_columns(todo, ok_all, extra_types, own_numbers=1 + len(record.classes))
+    carried = ({name: code for name, (_, code) in codes.items()}, dropped)
+    del codes
+    counts: Counter = Counter()
+    validated = Counter()
+    unreadable: list[str] = []
+    taken: set[str] = set(todo["img_file_name"])
+    written: dict[str, str] = {}  # image name in the input -> name in the bundle
     stamp = (1980, 1, 1, 0, 0, 0)
-    with atomic_path(path, suffix=".zip") as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            for name in dict.fromkeys(names):
-                data = read_bytes(name)
-                png = _as_png(data, name)
-                if png is not None:
-                    new, k = f"{name}.png", 1
-                    while new in taken:
-                        new, k = f"{name}.{k}.png", k + 1
-                    taken.add(new)
-                    renamed[name] = new
-                    data = png
-                z.writestr(zipfile.ZipInfo(posixpath.normpath(renamed.get(name, name)), date_time=stamp), data,
-                           compress_type=zipfile.ZIP_STORED)
-            if renamed:
-                log.info("%d image(s) EcoTaxa cannot read (not PNG, JPEG or GIF) converted to PNG in the bundle, "
-                         "e.g. %s -> %s", len(renamed), *next(iter(renamed.items())))
-                table["img_file_name"] = [renamed.get(n, n) for n in names]
-            z.writestr(zipfile.ZipInfo(table_name, date_time=stamp), import_table_bytes(table, types),
-                       compress_type=zipfile.ZIP_DEFLATED)
-    return table
+    table_name = Path(out_table).name
+    def add_images(z, names):
+        for name in names:
+            if name in written:
+                continue
+            data = read_bytes(name)
+            png = _as_png(data, name)
+            new = name
+            if png is not None:
+                new, k = f"{name}.png", 1
+                while new in taken:
+                    new, k = f"{name}.{k}.png", k + 1
+                taken.add(new)
+                data = png
+            written[name] = new
+            z.writestr(zipfile.ZipInfo(posixpath.normpath(new), date_time=stamp), data, compress_type=zipfile.ZIP_STORED)
+
+    with atomic_path(out_table) as tmp_table, atomic_path(out_zip, suffix=".zip") as tmp_zip, \
+            atomic_path(out_top3) as tmp_top3, zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with open(tmp_table, "w", encoding="utf-8", newline="") as ft, open(tmp_top3, "w", newline="") as f3:
+            # The BOM matters: EcoTaxa reads a table that does not start with one as Latin-1.
+            ft.write("\ufeff")
+            w = csv.writer(ft, delimiter="\t", quotechar='"', lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+            for start in range(0, max(len(todo), 1), block):
+                end = start + block
+                table, types, top3, result = build_outputs(todo.iloc[start:end], probs[start:end], errors[start:end],
+                                                           record, threshold, statuses_to_keep, extra_types,
+                                                           carried=carried)
+                names = table["img_file_name"].tolist()
+                add_images(z, names)
+                table["img_file_name"] = [written[n] for n in names]
+                if start == 0:
+                    w.writerow(list(table.columns))
+                    w.writerow([types[c] for c in table.columns])
+                for row in table.itertuples(index=False):
+                    w.writerow(["" if (isinstance(v, float) and np.isnan(v)) else v for v in row])
+                top3.to_csv(f3, header=start == 0, index=False, lineterminator="\n")
+                counts.update(result["counts"])
+                validated.update({k: v for k, v in result["validated"].items() if k != "accuracy"})
+                unreadable += result["unreadable_objects"][:1000 - len(unreadable)]
+                del table, top3
+        info = zipfile.ZipInfo(table_name, date_time=stamp)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with open(tmp_table, "rb") as src, z.open(info, "w") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    renamed = sum(n != o for o, n in written.items())
+    if renamed:
+        log.info("%d image(s) converted to PNG for EcoTaxa (not PNG, JPEG or GIF)", renamed)
+    n_val = validated["validated_in_classes"]
+    accuracy = {"validated_objects": validated["validated_objects"], "validated_in_classes": n_val,
+                "correct": validated["correct"], "accuracy": validated["correct"] / n_val if n_val else None}
+    return {"counts": {k: int(counts[k]) for k in ("predicted", "below_threshold", "kept", "unreadable")},
+            "validated": accuracy, "dropped_columns": dropped, "unreadable_objects": unreadable}
 
 
 def predict_job(input_path, model_path, record_path, name: str, out_table, out_zip, out_top3, out_summary,
@@ -587,14 +646,12 @@ def predict_job(input_path, model_path, record_path, name: str, out_table, out_z
         progress = Progress(len(todo), f"predict {name}", log)
         probs, errors = predict_images(model, todo["img_file_name"], src.read, record.params, len(record.classes),
                                        batch_size=batch_size, chunk=chunk, threads=threads, progress=progress)
-        table, types, top3, result = build_outputs(todo, probs, errors, record, threshold, statuses_to_keep,
-                                                     src.extra_types)
-        table = write_bundle(out_zip, Path(out_table).name, table, types, src.read)
-        write_import_table(out_table, table, types)
+        result = write_outputs(todo, probs, errors, record, threshold, statuses_to_keep, src.extra_types,
+                               out_table, out_zip, out_top3, src.read, block=BLOCK)
+        del probs, errors
     finally:
         src.close()
-    _check_bundle(out_zip, todo, (out_table, out_zip), threads)
-    _write_csv(out_top3, top3)
+    _check_bundle(out_zip, todo, (out_table, out_zip, out_top3), threads)
     dropped = items.loc[items["outcome"] != "todo", "outcome"].value_counts().to_dict()
     counts = {"rows": len(items), **result["counts"],
               **{k: int(dropped.get(k, 0)) for k in DROPPED_OUTCOMES}}
@@ -647,8 +704,3 @@ def _check_bundle(out_zip, items: pd.DataFrame, outputs, threads: int) -> None:
                      + p.message + origin + more, row=p.row,
                      hint="correct the value in the input table (or remove the column there) and run the "
                           "prediction again")
-
-
-def _write_csv(path, df: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, lineterminator="\n")
