@@ -18,7 +18,6 @@ output under results/ and resources/ equals the reference afterwards, the rerun 
 import base64
 import hashlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -27,6 +26,7 @@ import sys
 import zipfile
 
 import pytest
+from project_copy import local_env
 from test_workflow import shared_tiny_run
 
 pytestmark = pytest.mark.workflow
@@ -133,16 +133,9 @@ def temporaries_of(path):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """The environment of the runs here. Snakemake's SLURM executor plugin runs `scontrol show config`
-    whenever Snakemake starts; where SLURM is installed but not running (CI, after tests/slurm stopped its
-    cluster) that waits 9-10 s per call. These runs are local: a stand-in scontrol that fails at once
-    keeps them at their own speed."""
-    shim = tmp_path_factory.mktemp("shim")
-    (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
-    (shim / "scontrol").chmod(0o755)
-    e = {k: v for k, v in os.environ.items() if not k.startswith("LOKIML_FAULT")}
-    return dict(e, PYTHONHASHSEED="0", PATH=f"{shim}{os.pathsep}{e.get('PATH', '')}")
+def env():
+    """The environment of the runs here (project_copy.local_env: no SLURM probe, no inherited fault)."""
+    return local_env()
 
 
 def run(wd, env, *targets, opts=(), configs=(), fault=None, timeout=600):

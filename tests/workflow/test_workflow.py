@@ -5,13 +5,12 @@ with a user's own. The tiny config (tests/workflow/tiny.yaml) makes the demo
 export small and trains one small experiment.
 """
 
-import os
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from project_copy import make_copy
+from project_copy import local_env, make_copy
 
 pytestmark = pytest.mark.workflow
 
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.workflow
 
 def snakemake(cwd, *args, check=True, timeout=1500):
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/config.yaml", "tiny.yaml", *args]
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = local_env()
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and res.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-8000:]}")
