@@ -6,6 +6,7 @@ VENV ?= .venv
 CORES ?= 2
 REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell sha1sum benchmarks/requirements.txt | cut -c1-12)
 SNAKEMAKE := $(VENV)/bin/snakemake
 
 .PHONY: run test test-fast lint bench dag report clean
@@ -39,7 +40,13 @@ dag: $(STAMP)
 report: $(STAMP)
 	$(SNAKEMAKE) --workflow-profile profiles/workstation --cores $(CORES) --configfile config/demo.yaml --report results/report.html
 
-bench: $(STAMP)
+## bench: every benchmarks/bench_*.py (with the extra packages of benchmarks/requirements.txt)
+$(BENCH_STAMP): benchmarks/requirements.txt $(STAMP)
+	$(VENV)/bin/pip install --quiet -r benchmarks/requirements.txt
+	rm -f $(VENV)/.bench-installed-*
+	touch $@
+
+bench: $(STAMP) $(BENCH_STAMP)
 	for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
 
 clean:

@@ -163,6 +163,55 @@ def test_real_gif_palette_image(shared_data):
     np.testing.assert_array_equal(out, expected)
 
 
+def _jpeg_via_rgb(raw: bytes) -> np.ndarray:
+    """The grey image the slow way: decode the JPEG fully (to RGB), then convert('L')."""
+    with Image.open(io.BytesIO(raw)) as im:
+        return np.array(im.convert("RGB").convert("L"), dtype=np.uint8)
+
+
+def test_jpeg_of_grey_content_decodes_to_luma_exactly_as_converting_rgb():
+    # LOKI stores grey images as JPEGs with three equal channels: decoding the Y channel only
+    # (Image.draft('L'), no chroma) must give exactly what decoding to RGB and converting gives.
+    rng = np.random.default_rng(4)
+    a = np.clip(rng.normal(200, 40, (300, 420)), 0, 255).astype(np.uint8)
+    a[100:200, 50:300] = rng.integers(20, 120, (100, 250), dtype=np.uint8)
+    for quality in (75, 95):
+        raw = encode(Image.fromarray(a).convert("RGB"), "JPEG", quality=quality)
+        assert Image.open(io.BytesIO(raw)).mode == "RGB"
+        np.testing.assert_array_equal(decode_grey(raw, "grey_rgb.jpg"), _jpeg_via_rgb(raw))
+
+
+def test_colour_jpeg_decodes_to_luma_as_close_to_the_original_as_converting_rgb():
+    # Y (the JPEG's own luma) and convert('L') of the decoded RGB differ only where the RGB route
+    # clamps out-of-gamut colours; both are equally close to the luma of the image before encoding.
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:240, :320]
+    rgb = np.stack([xx * 255 // 319, yy * 255 // 239, (xx + yy) % 256], axis=-1).astype(np.int16)
+    rgb = np.clip(rgb + rng.integers(-30, 31, rgb.shape), 0, 255).astype(np.uint8)
+    original = np.array(Image.fromarray(rgb, "RGB").convert("L"), dtype=int)
+    raw = encode(Image.fromarray(rgb, "RGB"), "JPEG", quality=90)
+    out = decode_grey(raw, "colour.jpg")
+    ref = _jpeg_via_rgb(raw)
+    assert out.shape == ref.shape == (240, 320) and out.dtype == np.uint8
+    diff = np.abs(out.astype(int) - ref)
+    assert diff.mean() < 0.2 and np.percentile(diff, 99) <= 4
+    assert abs(np.abs(out - original).mean() - np.abs(ref - original).mean()) < 0.1
+
+
+def test_cmyk_and_grey_jpegs_still_decode():
+    im = Image.new("CMYK", (40, 20), (0, 0, 0, 0))  # white
+    im.paste((0, 0, 0, 255), (20, 0, 40, 20))      # black
+    raw = encode(im, "JPEG", quality=95)
+    assert Image.open(io.BytesIO(raw)).mode == "CMYK"
+    out = decode_grey(raw, "cmyk.jpg")
+    assert out.shape == (20, 40)
+    np.testing.assert_array_equal(out, _jpeg_via_rgb(raw))
+    assert out[:, :15].min() >= 250 and out[:, 25:].max() <= 5
+    grey = np.tile(np.arange(0, 250, 5, dtype=np.uint8), (30, 1))
+    raw = encode(Image.fromarray(grey, "L"), "JPEG", quality=95)
+    np.testing.assert_array_equal(decode_grey(raw, "l.jpg"), _jpeg_via_rgb(raw))
+
+
 def test_jpeg_draft_decodes_at_reduced_scale_but_not_below_min_size():
     a = np.full((800, 600), 230, np.uint8)
     a[200:600, 100:500] = 40

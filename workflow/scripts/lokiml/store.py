@@ -45,7 +45,9 @@ class NormParams:
     max_pixels: int = 100_000_000
 
     def key(self) -> str:
-        return params_hash({"v": 1, **self.__dict__})
+        # v2: colour JPEGs are decoded straight to luma (lokiml.images.decode_grey), which differs
+        # from the v1 route by a fraction of a grey level; their cached images are made again.
+        return params_hash({"v": 2, **self.__dict__})
 
 
 def normalise_item(data: bytes, name: str, p: NormParams, flip=0, angle=0.0, dx=0.0, dy=0.0) -> np.ndarray:

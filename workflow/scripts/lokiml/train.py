@@ -252,6 +252,19 @@ def load_parts(split_path, store, classes: list[str]) -> dict[str, Part]:
     return parts
 
 
+def _aligned_empty(shape, align: int = 64) -> np.ndarray:
+    """An uninitialised uint8 array whose data start on an ``align``-byte boundary.
+
+    TensorFlow takes such an array from ``tf.numpy_function`` as it is; a less aligned one (NumPy
+    aligns to 16 bytes) is copied into a new tensor first (a quarter of the input pipeline's time
+    at 1530 px, benchmarks/bench_input.py).
+    """
+    n = int(np.prod(shape))
+    buf = np.empty(n + align, dtype=np.uint8)
+    start = -buf.ctypes.data % align
+    return buf[start:start + n].reshape(shape)
+
+
 class ImageSource:
     """Images of a list of items, gathered from the store's memory-mapped shards."""
 
@@ -269,12 +282,13 @@ class ImageSource:
     def fetch(self, pos: np.ndarray):
         """(uint8 images (n, S, S, 1), int32 labels (n,)) of the items at positions ``pos``."""
         pos = np.asarray(pos, dtype=np.int64)
-        out = np.empty((len(pos), self.size, self.size, 1), dtype=np.uint8)
+        out = _aligned_empty((len(pos), self.size, self.size, 1))
         shard, row = self.shard[pos], self.row[pos]
-        for k in np.unique(shard):
-            where = np.flatnonzero(shard == k)
-            order = np.argsort(row[where], kind="stable")  # read each shard in file order
-            out[where[order], ..., 0] = self.arrays[k][row[where][order]]
+        # One copy per image, from the memory map straight into its place in the batch, each shard
+        # read in file order. (A fancy-indexed read followed by a scattered assignment copies every
+        # image twice: at 1000-1530 px that halved the rate, benchmarks/bench_input.py.)
+        for j in np.lexsort((row, shard)):
+            out[j, :, :, 0] = self.arrays[shard[j]][row[j]]
         return out, self.labels[pos]
 
     def spec(self):
