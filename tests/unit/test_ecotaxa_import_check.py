@@ -252,6 +252,26 @@ def test_same_value_is_reported_once_per_column(tmp_path):
     assert triples(probs) == [(3, "object_area", "float")]
 
 
+def test_checking_block_by_block_finds_the_same_problems(tmp_path, monkeypatch):
+    """A table is checked a block of rows at a time (memory flat in its length): a bad value repeated
+    in later blocks is still reported once, a bad latitude on every row (as EcoTaxa does), a duplicate
+    and a missing image in another block than their first row are still found."""
+    rows = [list(r) for r in ROWS]
+    rows += [_with("object_area", 0, "x")[0], _with("object_lat", 1, "95")[1], _with("object_id", 2, "z")[2]]
+    rows += [_with("object_area", 0, "x")[0][:1] + ["y"] + _with("object_area", 0, "x")[0][2:],
+             _with("object_lat", 1, "95")[1][:1] + ["w"] + _with("object_lat", 1, "95")[1][2:],
+             ROWS[0], _with("img_file_name", 2, "imgs/none.png")[2]]
+    d = _table(tmp_path / "t", rows=rows)
+    whole = check_import_table(d)
+    monkeypatch.setattr(eti, "ROW_BLOCK", 2)
+    blocks = check_import_table(d)
+    assert triples(blocks) == triples(whole)
+    assert [str(p) for p in blocks] == [str(p) for p in whole]
+    assert triples(whole).count((6, "object_area", "float")) == 1 and (9, "object_area", "float") not in triples(whole)
+    assert [t for t in triples(whole) if t[2] == "lat"] == [(7, "object_lat", "lat"), (10, "object_lat", "lat")]
+    assert (11, "object_id", "duplicate") in triples(whole) and (12, "img_file_name", "image_missing") in triples(whole)
+
+
 def test_duplicates_and_acquisitions_across_the_tables_of_a_bundle(tmp_path):
     d = _table(tmp_path / "t")
     shutil.copytree(d / "imgs", d / "s2" / "imgs")

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import math
 import os
@@ -97,6 +98,7 @@ TYPE_CODES = {"[f]": "n", "[t]": "t"}
 ACCEPTED_STATUSES = ("predicted", "validated", "dubious", "discarded")
 SUPPORTED_IMAGE_FORMATS = ("PNG", "JPEG", "GIF")
 _CSV_FIELD_LIMIT = 131072  # the csv module's default, which EcoTaxa does not raise
+ROW_BLOCK = 4096  # rows checked at a time (their images opened together, in parallel)
 _BOM = b"\xef\xbb\xbf"
 _DMS = re.compile(r"(-?\d+)°(\d+) (\d+)")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -330,7 +332,7 @@ class _Checker:
         self.unread = 0  # tables EcoTaxa fails to read at all
         self.custom: dict[str, tuple[str, str]] = {}  # custom column -> (table, kind), over the bundle
         self.counts: dict[tuple[str, str], int] = {}
-        self.pairs: dict[tuple[str, str], str] = {}  # (object_id, img_file_name) -> where first seen
+        self.pairs: dict[tuple[str, str], tuple[str, int]] = {}  # (object_id, img_file_name) -> (table, row)
         self.acq_samples: dict[str, str] = {}  # acq_id -> its first sample_id
         self.images: dict[tuple[int, str], str | None] = {}  # (source id, path) -> problem or None
 
@@ -374,24 +376,27 @@ class _Checker:
             self.unread += 1
             return
         text = text.replace("\r\n", "\n").replace("\r", "\n")  # EcoTaxa opens the file with universal newlines
-        rows = []  # (first line, cells) of every record, blank lines (no cell) left out as DictReader does
+        # Two passes over the text, holding one record at a time (memory flat in the number of rows,
+        # bench_predict_memory.py): the first finds what stops EcoTaxa's reader and the header and
+        # type rows, the second checks the body block by block.
+        rows = []  # the header and type rows: (first line, cells)
+        long_cell = None
         try:
-            reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quotechar='"')
-            prev = 0
-            for cells in reader:
-                start, prev = prev + 1, reader.line_num
-                if len(rows) == 0 or cells:  # the header is the first line, even when blank
-                    rows.append((start, cells))
+            for line, cells in _records(text):
+                if len(rows) < 2:
+                    rows.append((line, cells))
+                if long_cell is None and any(len(c) > _CSV_FIELD_LIMIT for c in cells):
+                    long_cell = line
         except csv.Error as e:
-            self.add(shown, prev + 1, "", f"EcoTaxa cannot read the table as tab-separated text ({e})", "csv")
+            self.add(shown, e.args[1] if len(e.args) > 1 else None, "",
+                     f"EcoTaxa cannot read the table as tab-separated text ({e.args[0]})", "csv")
             self.unread += 1
             return
-        for line, cells in rows:
-            if any(len(c) > _CSV_FIELD_LIMIT for c in cells):
-                self.add(shown, line, "", f"a cell is longer than {_CSV_FIELD_LIMIT} characters: "
-                         "EcoTaxa's csv reader stops on it", "csv")
-                self.unread += 1
-                return
+        if long_cell is not None:
+            self.add(shown, long_cell, "", f"a cell is longer than {_CSV_FIELD_LIMIT} characters: "
+                     "EcoTaxa's csv reader stops on it", "csv")
+            self.unread += 1
+            return
         if not rows:
             return  # an empty file: no object (counted at the end)
 
@@ -400,7 +405,7 @@ class _Checker:
         columns = [(raw, raw.strip(" \t").lower()) for raw in dict.fromkeys(header)]
         clean_pos = {clean: position[raw] for raw, clean in columns}
         type_row = rows[1] if len(rows) > 1 else None
-        body = rows[2:]
+        body = itertools.islice(_records(text), 2, None)
         types = {clean: (type_row[1][position[raw]] if position[raw] < len(type_row[1]) else None)
                  for raw, clean in columns} if type_row else {}
         if type_row is not None and not all(_TYPE_LIKE.match(c.strip()) for c in type_row[1] if c.strip()):
@@ -516,65 +521,72 @@ class _Checker:
             return None if i is None or i >= len(row) else row[i]
 
         has_images = "img_file_name" in clean_pos
-        if has_images and self.check_images:  # open the images first (in parallel), report them row by row
-            self._images(src, {p for p in (_image_path(folder, _clean(get(r, "img_file_name")))[0] for _, r in body)
-                               if p is not None})
-        for line, row in body:
-            self.rows += 1
-            oid = _clean(get(row, "object_id"))
-            if len(row) > n_cols:
-                self.add(shown, line, "", f"value(s) {row[n_cols:]} in a column without a header", "headerless_value",
-                         object_id=oid)
-            else:
-                self._values(shown, line, row, columns, clean_pos, mapped, seen_values, oid)
-            if oid == "":
-                self.add(shown, line, "object_id", "missing object_id", "object_id")
-            name = _clean(get(row, "img_file_name")) if has_images else None
-            if name is not None:
-                path, why = _image_path(folder, name)
-                if why:
-                    self.add(shown, line, "img_file_name", why, "img_file_name", object_id=oid)
-                elif self.check_images:
-                    r = self.images[(id(src), path)]
-                    if r == "missing":
-                        self.add(shown, line, "img_file_name", f"missing image {name!r} (looked for {src.show(path)})",
-                                 "image_missing", object_id=oid)
-                    elif r:
-                        self.add(shown, line, "img_file_name", f"image {name!r}: {r}", "image_unreadable",
-                                 object_id=oid)
-            key = (oid, name if name is not None else "absent img_file_name")
-            if key in local:
-                self.add(shown, line, "object_id", f"(object {oid!r}, image {key[1]!r}) is already in this table, "
-                         f"row {local[key]}", "duplicate", object_id=oid)
-            elif key in self.pairs:
-                self.add(shown, line, "object_id", f"(object {oid!r}, image {key[1]!r}) is already in "
-                         f"{self.pairs[key]} of this bundle", "duplicate", object_id=oid)
-            local[key] = line
-            sample, acq = _clean(get(row, "sample_id")), _clean(get(row, "acq_id"))
-            if sample and acq:
-                first = self.acq_samples.setdefault(acq, sample)
-                if first != sample:
-                    self.add(shown, line, "acq_id", f"acquisition {acq!r} is already in sample {first!r}: it cannot "
-                             f"also be in sample {sample!r}", "acquisition_sample", object_id=oid)
-            status = get(row, "object_annotation_status") or ""  # EcoTaxa tests the raw cell here
-            if "object_annotation_category" in clean_pos:
-                category = get(row, "object_annotation_category")
-            else:
-                category = get(row, "object_annotation_category_id") or ""
-            if category is None:
-                self.add(shown, line, "object_annotation_category", "the row stops before its "
-                         "object_annotation_category cell: EcoTaxa's validation fails on it", "short_row",
-                         object_id=oid)
-                category = ""
-            category = category.strip()
-            if status != "" and not category:
-                self.add(shown, line, "object_annotation_status", f"status {status!r} without a category",
-                         "status_without_category", object_id=oid)
-            if category != "" and status == "":
-                self.add(shown, line, "object_annotation_category", f"category {category!r} without a status",
-                         "category_without_status", object_id=oid)
+        for block in _blocks(body, ROW_BLOCK):
+            if has_images and self.check_images:  # open the block's images first (in parallel), report them row by row
+                self.images.clear()  # only this block's: memory stays flat in the number of rows
+                self._images(src, {p for p in (_image_path(folder, _clean(get(r, "img_file_name")))[0]
+                                               for _, r in block) if p is not None})
+            for line, row in block:
+                self._row(src, shown, folder, line, row, columns, clean_pos, mapped, n_cols, seen_values, local,
+                          has_images, get)
         for key, line in local.items():
-            self.pairs.setdefault(key, f"{shown}, row {line}")
+            self.pairs.setdefault(key, (shown, line))
+
+    def _row(self, src, shown, folder, line, row, columns, clean_pos, mapped, n_cols, seen_values, local,
+             has_images, get) -> None:
+        self.rows += 1
+        oid = _clean(get(row, "object_id"))
+        if len(row) > n_cols:
+            self.add(shown, line, "", f"value(s) {row[n_cols:]} in a column without a header", "headerless_value",
+                     object_id=oid)
+        else:
+            self._values(shown, line, row, columns, clean_pos, mapped, seen_values, oid)
+        if oid == "":
+            self.add(shown, line, "object_id", "missing object_id", "object_id")
+        name = _clean(get(row, "img_file_name")) if has_images else None
+        if name is not None:
+            path, why = _image_path(folder, name)
+            if why:
+                self.add(shown, line, "img_file_name", why, "img_file_name", object_id=oid)
+            elif self.check_images:
+                r = self.images[(id(src), path)]
+                if r == "missing":
+                    self.add(shown, line, "img_file_name", f"missing image {name!r} (looked for {src.show(path)})",
+                             "image_missing", object_id=oid)
+                elif r:
+                    self.add(shown, line, "img_file_name", f"image {name!r}: {r}", "image_unreadable",
+                             object_id=oid)
+        key = (oid, name if name is not None else "absent img_file_name")
+        if key in local:
+            self.add(shown, line, "object_id", f"(object {oid!r}, image {key[1]!r}) is already in this table, "
+                     f"row {local[key]}", "duplicate", object_id=oid)
+        elif key in self.pairs:
+            self.add(shown, line, "object_id", f"(object {oid!r}, image {key[1]!r}) is already in "
+                     f"{self.pairs[key][0]}, row {self.pairs[key][1]} of this bundle", "duplicate", object_id=oid)
+        local[key] = line
+        sample, acq = _clean(get(row, "sample_id")), _clean(get(row, "acq_id"))
+        if sample and acq:
+            first = self.acq_samples.setdefault(acq, sample)
+            if first != sample:
+                self.add(shown, line, "acq_id", f"acquisition {acq!r} is already in sample {first!r}: it cannot "
+                         f"also be in sample {sample!r}", "acquisition_sample", object_id=oid)
+        status = get(row, "object_annotation_status") or ""  # EcoTaxa tests the raw cell here
+        if "object_annotation_category" in clean_pos:
+            category = get(row, "object_annotation_category")
+        else:
+            category = get(row, "object_annotation_category_id") or ""
+        if category is None:
+            self.add(shown, line, "object_annotation_category", "the row stops before its "
+                     "object_annotation_category cell: EcoTaxa's validation fails on it", "short_row",
+                     object_id=oid)
+            category = ""
+        category = category.strip()
+        if status != "" and not category:
+            self.add(shown, line, "object_annotation_status", f"status {status!r} without a category",
+                     "status_without_category", object_id=oid)
+        if category != "" and status == "":
+            self.add(shown, line, "object_annotation_category", f"category {category!r} without a status",
+                     "category_without_status", object_id=oid)
 
     def _values(self, shown, line, row, columns, clean_pos, mapped, seen, oid) -> None:
         for raw, clean in columns:
@@ -584,8 +596,7 @@ class _Checker:
             i = clean_pos[clean]
             raw_val = row[i] if i < len(row) else None
             if (clean, raw_val) in seen:
-                continue  # EcoTaxa checks each distinct value of a column once
-            seen.add((clean, raw_val))
+                continue  # EcoTaxa checks each distinct value of a column once: a bad one is reported once
             val = _clean(raw_val, kind == "n")
             if val == "":
                 continue
@@ -596,8 +607,6 @@ class _Checker:
                 if v is None or not -lim <= v <= lim:
                     msg, rule = f"invalid {'latitude' if lim == 90 else 'longitude'} {val!r}: range is " \
                                 f"-{lim}/+{lim} degrees", clean[7:]
-                    if clean == "object_lat":
-                        seen.discard((clean, raw_val))
             elif kind == "n":
                 if ecotaxa_float(val) is None:
                     msg, rule = f"invalid number {val!r}", "float"
@@ -612,6 +621,10 @@ class _Checker:
                     msg, rule = f"invalid status {val!r}: EcoTaxa accepts {', '.join(ACCEPTED_STATUSES)} " \
                                 "(or empty)", "status"
             if msg:
+                # Only bad values are remembered (a good one is checked again: memory stays flat); EcoTaxa
+                # forgets a bad latitude, and reports it on every row.
+                if clean != "object_lat":
+                    seen.add((clean, raw_val))
                 self.add(shown, line, raw, msg, rule, object_id=oid)
 
     def _images(self, src, paths) -> None:
@@ -633,6 +646,34 @@ class _Checker:
         else:
             results = [check(p) for p in todo]
         self.images.update({(id(src), p): r for p, r in zip(todo, results)})
+
+
+def _records(text: str):
+    """``(first line, cells)`` of every record of a tab-separated ``text``, as EcoTaxa's DictReader
+    sees them: blank lines (no cell) left out, except a blank first line, which is the header.
+
+    A ``csv.Error`` is raised with the line after the last good record as its second argument.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quotechar='"')
+    prev, first = 0, True
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise csv.Error(str(e), prev + 1) from None
+        start, prev = prev + 1, reader.line_num
+        if first or cells:
+            first = False
+            yield start, cells
+
+
+def _blocks(iterable, n: int):
+    """Lists of up to ``n`` items of ``iterable``."""
+    it = iter(iterable)
+    while block := list(itertools.islice(it, n)):
+        yield block
 
 
 def _image_path(folder: str, name: str) -> tuple[str | None, str | None]:
