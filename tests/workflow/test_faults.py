@@ -7,12 +7,20 @@ temporary file behind. Variant "job" kills the job only (a crash, the OOM killer
 kills its process group, Snakemake included (a power loss, a node failure), which leaves Snakemake's
 lock and incomplete markers behind.
 
-The reference is the shared tiny run of test_workflow.py (one uninterrupted run per session). Each case
-works in a copy of it and forces one job of the tiny DAG (its outputs as targets, --forcerun its rule),
-with the fault on; then runs the same targets again without the fault, as a user would (workstation
-profile, which sets rerun-incomplete; after a power loss `--unlock` first). Downstream jobs are left
-alone (the reruns would only repeat them deterministically at CI cost): what is compared is that every
-output under results/ and resources/ equals the reference afterwards, the rerun job's included.
+Every kind of job of the workflow is killed once, except resolve_weights (it downloads pretrained
+weights, and the tests run without the internet). The rules of the tiny DAG (CASES) use the shared
+tiny run of test_workflow.py (one uninterrupted run per session) as their reference. The rules outside
+it (EXTENDED_CASES: the descriptors and deep_features experiments, prediction) use an "extended
+reference": a copy of the shared tiny run with EXTENDED switched on over tiny.yaml (a small descriptors
+experiment, a deep_features experiment on the tiny CNN, a prediction of the demo export's images), run
+once, so that only their own jobs (and the leaderboard) run.
+
+Each case works in a copy of its reference and forces one job (its outputs as targets, --forcerun its
+rule), with the fault on; then runs the same targets again without the fault, as a user would
+(workstation profile, which sets rerun-incomplete; after a power loss `--unlock` first). Downstream
+jobs are left alone (the reruns would only repeat them deterministically at CI cost): what is compared
+is that every output under results/ and resources/ equals the reference afterwards, the rerun job's
+included.
 """
 
 import base64
@@ -36,7 +44,7 @@ EVAL = "results/evaluation/tiny"
 
 # (rule, target: an output of the forced job, glob of the write that is killed, variant). One case per
 # rule of the tiny DAG (`snakemake --configfile config/config.yaml tests/workflow/tiny.yaml -n`);
-# resolve_weights downloads, and the descriptors, deep features and prediction rules are not in it.
+# resolve_weights downloads; the descriptors, deep features and prediction rules are in EXTENDED_CASES.
 # The killed write is the job's last (or, for training, a mid-training checkpoint), so that in the
 # "power" cases the job's other outputs are already in place and must be flagged incomplete.
 CASES = [
@@ -58,6 +66,47 @@ CASES = [
     ("record_normalisation", f"{EXP}/normalisation.json", f"{EXP}/normalisation.json", "job"),
 ]
 
+# The rules outside the tiny DAG, switched on over tiny.yaml by this extra config file: a descriptors
+# experiment, a deep_features experiment on the tiny CNN, and a prediction of the demo export with the
+# tiny CNN (statuses_to_keep empty: every object is classified, none keeps its validated category).
+# Grids of two candidates and few trees: seconds on a CPU.
+EXTENDED_CONFIG = "extended.yaml"
+EXTENDED = """experiments:
+  forest:
+    kind: descriptors
+    classifier: random_forest
+    param_grid: {n_estimators: [20], min_samples_leaf: [1, 3]}
+  tiny_deep:
+    kind: deep_features
+    cnn: tiny
+    pca: 8
+    param_grid: {n_estimators: [20], min_samples_leaf: [1, 3]}
+predict:
+  demo:
+    input: resources/demo_export
+    experiment: tiny
+    threshold: 0.3
+    statuses_to_keep: []
+"""
+FOREST, DEEP = "results/experiments/forest", "results/experiments/tiny_deep"
+PRED = "results/predictions/demo"
+# As CASES, against the extended reference; one case per rule that EXTENDED adds to the tiny DAG.
+EXTENDED_CASES = [
+    # after model.pkl, classes.txt, columns.tsv, grid.tsv: all in place, to be flagged incomplete
+    ("train_descriptors", f"{FOREST}/train_info.json", f"{FOREST}/train_info.json", "power"),
+    ("evaluate_descriptors", "results/evaluation/forest/summary.html", "results/evaluation/forest/summary.html",
+     "job"),
+    # after penultimate.npy
+    ("extract_deep_features", f"{EXP}/penultimate.tsv", f"{EXP}/penultimate.tsv", "job"),
+    ("train_deep_features", f"{DEEP}/train_info.json", f"{DEEP}/train_info.json", "job"),
+    ("evaluate_deep_features", "results/evaluation/tiny_deep/summary.html",
+     "results/evaluation/tiny_deep/summary.html", "job"),
+    # after the import table, the zip bundle and top3.csv: all in place, to be flagged incomplete
+    ("predict_images", f"{PRED}/summary.json", f"{PRED}/summary.json", "power"),
+]
+# Not killed: resolve_weights (downloads), all (no job of its own).
+NOT_KILLED = {"resolve_weights", "all"}
+
 # What is compared. Outputs of rules live in results/, resources/demo_export and resources/demo_weights.
 # Not compared: logs/ and benchmarks/ (run times, dates); resources/train_state (training's resume
 # state, not an output) and resources/cache (a cache of normalised images, not an output).
@@ -73,6 +122,9 @@ OUTPUT_DIRS = ["results", "resources/demo_export", "resources/demo_weights"]
 # - normalisation.json holds the SHA-1 of best.keras, whose bytes carry the save date: checked to
 #   match the best.keras beside it instead (except where best.keras was made again and
 #   record_normalisation, downstream, deliberately not rerun).
+# Compared byte for byte although they could have differed: model.pkl (descriptors and deep_features
+# experiments; seeded scikit-learn fits, whose pickles are identical from process to process whatever
+# PYTHONHASHSEED), penultimate.npy (CNN inference on the CPU), the prediction bundle (fixed zip dates).
 SECONDS_COLUMNS = {"history.tsv": "seconds", "leaderboard.tsv": "training_seconds"}
 TIMED_INFO_KEYS = ("seconds_total", "seconds_per_epoch", "feature_seconds", "resumed_from_epoch")
 DURATIONS_IN_TEXT = {"leaderboard.html", "summary.txt", "summary.html"}
@@ -163,13 +215,12 @@ def reference(project_root, tmp_path_factory):
     return wd, fingerprint(wd)
 
 
-@pytest.mark.parametrize("rule,target,glob,variant", CASES, ids=[f"{c[0]}-{c[3]}" for c in CASES])
-def test_killed_job_then_rerun_gives_the_uninterrupted_outputs(reference, env, tmp_path, rule, target, glob,
-                                                              variant):
-    ref_wd, ref = reference
+def kill_then_rerun(ref_wd, ref, env, tmp_path, rule, target, glob, variant, configs=()):
+    """One case: in a copy of ``ref_wd``, kill the job of ``rule`` making ``target`` where it writes
+    ``glob`` (``variant`` job or power), run it again, and compare every output with ``ref``."""
     wd = tmp_path / "wd"
     shutil.copytree(ref_wd, wd, symlinks=True)
-    killed = run(wd, env, target, opts=["--forcerun", rule], fault=(glob, variant))
+    killed = run(wd, env, target, opts=["--forcerun", rule], configs=configs, fault=(glob, variant))
     expected_rc = -signal.SIGKILL if variant == "power" else 1
     assert killed.returncode == expected_rc, f"{rule}: the fault did not strike ({killed.returncode}):\n" \
                                              f"{killed.text[-4000:]}"
@@ -187,15 +238,15 @@ def test_killed_job_then_rerun_gives_the_uninterrupted_outputs(reference, env, t
     else:
         # Snakemake was killed too: its lock stays, and every output already in place is flagged
         # incomplete, so that a run without --rerun-incomplete refuses to take it for finished
-        assert run(wd, env, "--unlock").returncode == 0
+        assert run(wd, env, "--unlock", configs=configs).returncode == 0
         if existing:
-            refused = run(wd, env, target, opts=["-n"])
+            refused = run(wd, env, target, opts=["-n"], configs=configs)
             assert refused.returncode != 0 and "IncompleteFilesException" in refused.text, refused.text[-3000:]
             listed = refused.text.split("Incomplete files:", 1)[1].split()
             assert set(existing) <= set(listed), (existing, listed)
         markers = {base64.urlsafe_b64decode(p.name).decode() for p in (wd / ".snakemake" / "incomplete").iterdir()}
         assert set(existing) <= markers
-    again = run(wd, env, target, opts=["--workflow-profile", "profiles/workstation"])
+    again = run(wd, env, target, opts=["--workflow-profile", "profiles/workstation"], configs=configs)
     assert again.returncode == 0, again.text[-6000:]
     assert f"rule {rule}:" in again.text
     assert not temporaries_of(faulted), "a left-over temporary file was not removed"
@@ -203,6 +254,43 @@ def test_killed_job_then_rerun_gives_the_uninterrupted_outputs(reference, env, t
     assert sorted(now) == sorted(ref), {"extra": sorted(set(now) - set(ref)), "missing": sorted(set(ref) - set(now))}
     differ = [rel for rel in ref if now[rel] != ref[rel]]
     assert differ == [], f"outputs differ from the uninterrupted run: {differ}"
+
+
+@pytest.mark.parametrize("rule,target,glob,variant", CASES, ids=[f"{c[0]}-{c[3]}" for c in CASES])
+def test_killed_job_then_rerun_gives_the_uninterrupted_outputs(reference, env, tmp_path, rule, target, glob,
+                                                              variant):
+    kill_then_rerun(*reference, env, tmp_path, rule, target, glob, variant)
+
+
+@pytest.fixture(scope="module")
+def extended(reference, env, tmp_path_factory):
+    """The extended reference: a copy of the shared tiny run with EXTENDED on, run once to the end."""
+    wd = tmp_path_factory.mktemp("extended") / "wd"
+    shutil.copytree(reference[0], wd, symlinks=True)
+    (wd / EXTENDED_CONFIG).write_text(EXTENDED)
+    res = run(wd, env, configs=[EXTENDED_CONFIG])
+    assert res.returncode == 0, res.text[-6000:]
+    # only the added jobs ran (and the leaderboard, which lists the new experiments), each once
+    ran = re.findall(r"^(?:local)?rule (\w+):$", res.text, re.M)
+    assert sorted(ran) == sorted({c[0] for c in EXTENDED_CASES} | {"make_leaderboard", "all"}), ran
+    return wd, fingerprint(wd)
+
+
+@pytest.mark.parametrize("rule,target,glob,variant", EXTENDED_CASES, ids=[f"{c[0]}-{c[3]}" for c in EXTENDED_CASES])
+def test_killed_job_outside_the_tiny_dag_then_rerun_gives_the_uninterrupted_outputs(extended, env, tmp_path, rule,
+                                                                                    target, glob, variant):
+    kill_then_rerun(*extended, env, tmp_path, rule, target, glob, variant, configs=[EXTENDED_CONFIG])
+
+
+def test_every_rule_is_killed_once(project_root):
+    """A rule added to the workflow gets its case here (or a reason in NOT_KILLED)."""
+    rules = set()
+    for smk in [project_root / "Snakefile", *sorted((project_root / "workflow" / "rules").glob("*.smk"))]:
+        rules |= set(re.findall(r"^(?:rule|checkpoint) (\w+):", smk.read_text(), re.M))
+    killed = {c[0] for c in CASES + EXTENDED_CASES}
+    assert killed & NOT_KILLED == set()
+    assert rules == killed | NOT_KILLED, {"not killed": sorted(rules - killed - NOT_KILLED),
+                                          "unknown": sorted((killed | NOT_KILLED) - rules)}
 
 
 def test_keep_going_finishes_independent_experiments(reference, env, tmp_path):
