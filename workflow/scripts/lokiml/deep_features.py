@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from . import descriptors as d
 from .errors import InputError
 from .io import read_tsv, save_npy, write_json, write_text, write_tsv
 from .logs import Progress
+from .store import batches_ahead
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +76,11 @@ def extract_features(fmodel, store, item_ids, batch_size: int = 32) -> np.ndarra
     n = len(item_ids)
     dim = int(fmodel.output.shape[-1])
     out = np.empty((n, dim), dtype=np.float32)
-    starts = list(range(0, n, batch_size))
     progress = Progress(n, "features", log)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(store.gather, item_ids[0:batch_size]) if starts else None
-        for j, start in enumerate(starts):
-            x = future.result()
-            if j + 1 < len(starts):
-                future = pool.submit(store.gather, item_ids[starts[j + 1]:starts[j + 1] + batch_size])
-            f = np.asarray(fmodel.predict_on_batch(x[..., None]), dtype=np.float32)
-            out[start:start + len(f)] = f.reshape(len(f), dim)
-            progress.update(len(f))
+    for start, x in batches_ahead(store, item_ids, batch_size):
+        f = np.asarray(fmodel.predict_on_batch(x[..., None]), dtype=np.float32)
+        out[start:start + len(f)] = f.reshape(len(f), dim)
+        progress.update(len(f))
     return out
 
 

@@ -38,7 +38,6 @@ import html
 import json
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +47,7 @@ import pandas as pd
 from .errors import InputError
 from .io import atomic_path, read_tsv, write_json, write_text, write_tsv
 from .logs import Progress
+from .store import batches_ahead
 
 log = logging.getLogger(__name__)
 
@@ -231,29 +231,23 @@ def predict_probabilities(model, store, item_ids, batch_size: int = 32, n_classe
     """
     item_ids = list(item_ids)
     n = len(item_ids)
-    starts = list(range(0, n, batch_size))
     out = None
     progress = Progress(n, "predict", log)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(store.gather, item_ids[0:batch_size]) if starts else None
-        for j, start in enumerate(starts):
-            x = future.result()
-            if j + 1 < len(starts):
-                future = pool.submit(store.gather, item_ids[starts[j + 1]:starts[j + 1] + batch_size])
-            p = np.asarray(model.predict_on_batch(x[..., None]), dtype=np.float32)
-            if out is None:
-                if p.ndim != 2 or (n_classes is not None and p.shape[1] != n_classes):
-                    raise InputError(source, f"the model returns shape {p.shape[1:]} per image, "
-                                             f"expected ({n_classes},): one probability per class",
-                                     hint="classes.txt and the model do not belong together; retrain the experiment")
-                out = np.empty((n, p.shape[1]), dtype=np.float32)
-            sums = p.sum(axis=1)
-            if np.any(np.abs(sums - 1.0) > 1e-3) or np.any(p < 0):
-                raise InputError(source, f"the model's outputs are not probabilities (row sums {sums.min():.3g} "
-                                         f"to {sums.max():.3g})",
-                                 hint="the classifier must end in a softmax layer")
-            out[start:start + len(p)] = p
-            progress.update(len(p))
+    for start, x in batches_ahead(store, item_ids, batch_size):
+        p = np.asarray(model.predict_on_batch(x[..., None]), dtype=np.float32)
+        if out is None:
+            if p.ndim != 2 or (n_classes is not None and p.shape[1] != n_classes):
+                raise InputError(source, f"the model returns shape {p.shape[1:]} per image, "
+                                         f"expected ({n_classes},): one probability per class",
+                                 hint="classes.txt and the model do not belong together; retrain the experiment")
+            out = np.empty((n, p.shape[1]), dtype=np.float32)
+        sums = p.sum(axis=1)
+        if np.any(np.abs(sums - 1.0) > 1e-3) or np.any(p < 0):
+            raise InputError(source, f"the model's outputs are not probabilities (row sums {sums.min():.3g} "
+                                     f"to {sums.max():.3g})",
+                             hint="the classifier must end in a softmax layer")
+        out[start:start + len(p)] = p
+        progress.update(len(p))
     if out is None:
         out = np.empty((0, n_classes or 0), dtype=np.float32)
     return out
@@ -1139,7 +1133,7 @@ def plot_data_summary(summary_path, split_path, out_objects, out_dropped, out_sp
     with plt.rc_context(_RC):
         m = max(1, len(counts) + 1)
         fig, ax = plt.subplots(figsize=(9.0, max(2.5, 0.6 * m + 1.2)))
-        labels = [f"used\n(trained on, balanced, split)"] + [f"{r}\n{reasons.get(r, '')}" for r, _ in counts]
+        labels = ["used\n(trained on, balanced, split)"] + [f"{r}\n{reasons.get(r, '')}" for r, _ in counts]
         values = [int(total["used"])] + [k for _, k in counts]
         colours = ["#55a868"] + ["#c44e52"] * len(counts)
         yy = np.arange(len(values))[::-1]

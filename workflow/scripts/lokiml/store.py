@@ -133,6 +133,22 @@ def normalise_shard(items: pd.DataFrame, read_bytes, params: NormParams, out_npy
     return index
 
 
+def batches_ahead(store, item_ids, batch_size: int):
+    """``(start, images)`` for consecutive batches of ``item_ids`` read with ``store.gather``.
+
+    The next batch is read while the caller works on the current one (a model predicting it).
+    """
+    item_ids = list(item_ids)
+    starts = list(range(0, len(item_ids), batch_size))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(store.gather, item_ids[0:batch_size]) if starts else None
+        for j, start in enumerate(starts):
+            x = future.result()
+            if j + 1 < len(starts):
+                future = pool.submit(store.gather, item_ids[starts[j + 1]:starts[j + 1] + batch_size])
+            yield start, x
+
+
 class Store:
     """Read access to all shards of one image size."""
 
