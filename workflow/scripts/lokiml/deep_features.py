@@ -320,10 +320,7 @@ def summary_lines(experiment: str, info: dict, results: dict, classes, counts: d
     training = [("Training time", f"{_duration(info.get('seconds_total'))} (PCA and grid search; the CNN's own "
                                   f"training and the feature extraction not included), "
                                   f"{info.get('threads', '?')} thread(s)")]
-    data = [("Classes", f"{len(classes)}: {', '.join(classes)}")]
-    for s, label in (("train", "Train"), ("valid", "Validation"), ("test", "Test")):
-        data.append((label, f"{counts[s]['originals']} objects (augmented copies have no features of their own)"))
-    data.append(("Evaluated on", f"originals only; valid {valid['n_objects']} and test {test['n_objects']} objects"))
+    data = d.data_lines(classes, counts, valid, test, "features")
     excl = valid["n_excluded_no_image"] + test["n_excluded_no_image"]
     if excl:
         data.append(("Left out", f"{excl} objects whose image could not be normalised (see the normalise logs)"))

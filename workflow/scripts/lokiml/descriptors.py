@@ -377,11 +377,17 @@ def summary_lines(experiment: str, info: dict, results: dict, classes, counts: d
     res = result_lines(test, valid, len(classes))
     training = [("Training time", f"{_duration(info.get('seconds_total'))} in total (grid search included), "
                                   f"{info.get('threads', '?')} thread(s)")]
+    data = data_lines(classes, counts, valid, test, "descriptors")
+    return [("Model", model), ("Results", res), ("Training", training), ("Data", data)]
+
+
+def data_lines(classes, counts: dict, valid: dict, test: dict, what: str) -> list[tuple[str, str]]:
+    """The "Data" section of a summary of a model that sees the original objects only (no augmented copies)."""
     data = [("Classes", f"{len(classes)}: {', '.join(classes)}")]
     for s, label in (("train", "Train"), ("valid", "Validation"), ("test", "Test")):
-        data.append((label, f"{counts[s]['originals']} objects (augmented copies have no descriptors of their own)"))
+        data.append((label, f"{counts[s]['originals']} objects (augmented copies have no {what} of their own)"))
     data.append(("Evaluated on", f"originals only; valid {valid['n_objects']} and test {test['n_objects']} objects"))
-    return [("Model", model), ("Results", res), ("Training", training), ("Data", data)]
+    return data
 
 
 def evaluate_descriptors(model_path, classes_path, columns_path, grid_path, info_path, objects_path, split_path,
