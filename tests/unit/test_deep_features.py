@@ -13,6 +13,7 @@ from lokiml import evaluate as ev
 from lokiml.config import validate_config
 from lokiml.errors import ConfigError
 from lokiml.io import save_npy, write_tsv
+from test_descriptors import _outputs  # the evaluation files, the same for both kinds
 
 CLASSES = ["a", "b", "c"]
 FAST_RF = {"kind": "deep_features", "cnn": "cnn", "classifier": "random_forest",
@@ -245,18 +246,6 @@ def test_augmented_copies_and_objects_without_image_are_left_out():
     missing = originals.loc[(originals["split"] == "train") & ~originals["item_id"].isin(bad), "item_id"].iloc[0]
     with pytest.raises(Exception, match="no entry in the features index"):
         fit(objects, split, feats, index[index["item_id"] != missing])
-
-
-def _outputs(root):
-    ext = {"predictions": "tsv", "metrics": "json", "report": "tsv", "report_html": "html",
-           "confusion_counts": "tsv", "confusion_normalised": "tsv", "confusion_counts_fig": "svg",
-           "confusion_normalised_fig": "svg", "reliability": "svg", "mistakes": "jpg"}
-    out = {"summary": root / "summary.txt", "summary_html": root / "summary.html",
-           "curves": root / "training_curves.svg"}
-    for s in ev.SPLITS:
-        for k in ev.SPLIT_OUTPUTS:
-            out[f"{s}_{k}"] = root / s / f"{k}.{ext[k]}"
-    return out
 
 
 @pytest.mark.parametrize("classifier", ["random_forest", "hist_gradient_boosting"])

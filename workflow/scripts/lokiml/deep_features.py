@@ -311,9 +311,7 @@ def summary_lines(experiment: str, info: dict, results: dict, classes, counts: d
         ("CNN", f"{info.get('cnn', '?')}: {cnn.get('model', '?')} at {cnn.get('image_size', '?')} px, "
                 f"{describe_weights(cnn.get('weights'), cnn.get('fine_tune'))}; its best checkpoint (best.keras) "
                 "gives the features"),
-        ("Chosen parameters", f"{json.dumps(info.get('chosen_params', {}), sort_keys=True)} of "
-                              f"{info.get('candidates', '?')} candidates, by validation macro F1 (fitted on train; "
-                              "the test split was not used for the choice)"),
+        d.chosen_line(info),
         ("Evaluated model", model_file),
     ]
     res = result_lines(test, valid, len(classes))

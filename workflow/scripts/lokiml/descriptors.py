@@ -369,9 +369,7 @@ def summary_lines(experiment: str, info: dict, results: dict, classes, counts: d
         ("Model", f"{info.get('classifier', '?')} (scikit-learn) on {len(cols)} image descriptors of the export: "
                   f"{', '.join(cols)}"),
         ("Weights", "none: descriptors only, no image network"),
-        ("Chosen parameters", f"{json.dumps(info.get('chosen_params', {}), sort_keys=True)} of "
-                              f"{info.get('candidates', '?')} candidates, by validation macro F1 (fitted on train; "
-                              "the test split was not used for the choice)"),
+        chosen_line(info),
         ("Evaluated model", model_file),
     ]
     res = result_lines(test, valid, len(classes))
@@ -379,6 +377,13 @@ def summary_lines(experiment: str, info: dict, results: dict, classes, counts: d
                                   f"{info.get('threads', '?')} thread(s)")]
     data = data_lines(classes, counts, valid, test, "descriptors")
     return [("Model", model), ("Results", res), ("Training", training), ("Data", data)]
+
+
+def chosen_line(info: dict) -> tuple[str, str]:
+    """The summary line of the parameters chosen by :func:`choose_params` (``train_info.json``)."""
+    return ("Chosen parameters", f"{json.dumps(info.get('chosen_params', {}), sort_keys=True)} of "
+                                 f"{info.get('candidates', '?')} candidates, by validation macro F1 (fitted on "
+                                 "train; the test split was not used for the choice)")
 
 
 def data_lines(classes, counts: dict, valid: dict, test: dict, what: str) -> list[tuple[str, str]]:
