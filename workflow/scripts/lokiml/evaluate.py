@@ -881,6 +881,22 @@ def summary_lines(experiment: str, params: dict, facts: dict, results: dict, cla
     return [("Model", model), ("Results", res), ("Training", training), ("Data", data)]
 
 
+def with_warnings(sections, info: dict, results: dict, classes):
+    """``sections`` with a first section "Warnings" when training or the predictions show a model that did not
+    learn (lokiml.diagnostics); each warning is logged too."""
+    from . import diagnostics
+
+    found = [str(w) for w in (_get(info, "warnings", default=[]) or [])]
+    for s in ("valid", "test"):
+        if s in results:
+            found += diagnostics.confusion_warnings(results[s].confusion, classes, s)
+    for w in found:
+        log.warning("diagnostics: %s", w)
+    if not found:
+        return sections
+    return [("Warnings", [(f"Warning {k}", w) for k, w in enumerate(found, 1)])] + list(sections)
+
+
 def _early_stopping_rule(params: dict) -> str:
     es = params.get("early_stopping")
     if not es:
@@ -953,6 +969,7 @@ def evaluate_experiment(model_path, classes_path, history_path, info_path, split
                          best_epoch=facts["best_epoch"])
     sections = summary_lines(experiment, params, facts, results, classes, split_counts(split_table),
                              Path(model_path).name, include_augmented)
+    sections = with_warnings(sections, info, results, classes)
     write_text(outputs["summary"], summary_text(experiment, sections))
     write_text(outputs["summary_html"], summary_html(experiment, sections, results))
     return results
