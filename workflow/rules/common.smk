@@ -269,6 +269,7 @@ def get_normalisation_params(wildcards):
         "polarity": n["polarity"],
         "bottom_crop": n["bottom_crop"],
         "max_pixels": n["max_pixels"],
+        "canvas": n["canvas"],
         "img_rank": config["img_rank"],
     }
 

@@ -46,6 +46,41 @@ def batchnorm_layers(model, trainable_only: bool = False) -> list:
     return out
 
 
+def _moments_model(model, layers):
+    """A model: ``model``'s input → (batch mean, batch variance) of the input of each of ``layers``, with the
+    network in training mode (so each layer sees what it sees in training). Compiled by Keras like any model
+    (``predict_on_batch``): an eager pass costs as much as a training epoch. None where ``model`` is not a
+    functional model holding ``layers`` directly."""
+    import keras
+    from keras import ops
+
+    try:
+        inner = keras.Model(model.inputs, [layer.input for layer in layers])
+    except Exception:  # noqa: BLE001 - a subclassed model, or layers of a nested model: the eager way
+        return None
+    axes = []
+    for layer in layers:
+        ndim = len(layer.input.shape)
+        keep = {a % ndim for a in (layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis])}
+        axes.append([a for a in range(ndim) if a not in keep])
+
+    class Moments(keras.Model):
+        def __init__(self):
+            super().__init__(name="batchnorm_moments")
+            self.inner = inner
+
+        def call(self, x):
+            acts = self.inner(x, training=True)
+            acts = acts if isinstance(acts, (list, tuple)) else [acts]
+            out = []
+            for a, ax in zip(acts, axes):
+                mean, var = ops.moments(ops.cast(a, "float32"), ax)
+                out += [ops.expand_dims(mean, 0), ops.expand_dims(var, 0)]
+            return out
+
+    return Moments()
+
+
 def precise_batchnorm(model, batches: Callable[[], Iterable] | Iterable, max_images: int | None = None) -> int:
     """Set the moving statistics of ``model``'s trainable BatchNorm layers to the average of their batch
     statistics over ``batches`` (the model's inputs, e.g. training images); returns the images used.
@@ -53,14 +88,16 @@ def precise_batchnorm(model, batches: Callable[[], Iterable] | Iterable, max_ima
     ``batches``: an iterable of input batches, or a callable returning one. ``max_images``: stop after
     this many images (None: all). Each batch's statistics are weighted by its size. The variance is the
     mean of the batch variances: what the layer normalised by in training. Layers that are frozen
-    (``trainable`` False, as in a frozen pre-trained base) keep theirs. Call it outside a traced
-    function; ``model`` runs in training mode, so dropout inside it is active, as in training.
+    (``trainable`` False, as in a frozen pre-trained base) keep theirs. The network runs in training mode
+    (dropout inside it too, as in training); the weights do not change.
     """
     from keras import ops
 
     layers = batchnorm_layers(model, trainable_only=True)
     if not layers:
         return 0
+    direct = [layer for layer in layers if any(layer is m for m in model.layers)]
+    moments = _moments_model(model, layers) if len(direct) == len(layers) else None
     momentum = [layer.momentum for layer in layers]
     sums = [[np.zeros(layer.moving_mean.shape, np.float64), np.zeros(layer.moving_variance.shape, np.float64)]
             for layer in layers]
@@ -69,15 +106,21 @@ def precise_batchnorm(model, batches: Callable[[], Iterable] | Iterable, max_ima
     n = 0
     try:
         for layer in layers:
-            layer.momentum = 0.0  # each training-mode call writes its batch's statistics into the moving ones
+            layer.momentum = 0.0  # the eager way: each training-mode call writes its batch's statistics
         for x in (batches() if callable(batches) else batches):
-            k = int(ops.shape(x)[0])
             if max_images is not None and n >= max_images:
                 break
-            model(x, training=True)
-            for layer, s in zip(layers, sums):
-                s[0] += k * ops.convert_to_numpy(layer.moving_mean)
-                s[1] += k * ops.convert_to_numpy(layer.moving_variance)
+            k = int(ops.shape(x)[0])
+            if moments is not None:
+                stats = [np.asarray(ops.convert_to_numpy(t), np.float64)[0] for t in moments.predict_on_batch(x)]
+                for j, s in enumerate(sums):
+                    s[0] += k * stats[2 * j]
+                    s[1] += k * stats[2 * j + 1]
+            else:
+                model(x, training=True)
+                for layer, s in zip(layers, sums):
+                    s[0] += k * ops.convert_to_numpy(layer.moving_mean)
+                    s[1] += k * ops.convert_to_numpy(layer.moving_variance)
             n += k
     finally:
         for layer, m in zip(layers, momentum):

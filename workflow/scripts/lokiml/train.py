@@ -700,22 +700,24 @@ class _Run:
         from . import bn
 
         cfg = self.params["batchnorm"]
-        if cfg["precise"] is False or not bn.batchnorm_layers(self.model, trainable_only=True):
+        if cfg["precise"] is False or not bn.batchnorm_layers(self.base, trainable_only=True):
             return 0
         n = min(len(self.train_src), int(cfg["precise_images"]))
         pos = np.sort(np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.train_src))[:n])
         # The training batch size: the statistics each layer normalised by in training.
         size = self.batch_size
 
-        def batches():
+        preprocess = self.model.get_layer("preprocess")
+
+        def batches():  # the base's input: grey uint8 images through the model's own preprocessing layer
             for i in range(0, n, size):
                 x, _ = self.train_src.fetch(pos[i:i + size])
-                yield x
+                yield preprocess(x)
 
         t0 = time.monotonic()
-        used = bn.precise_batchnorm(self.model, batches)
+        used = bn.precise_batchnorm(self.base, batches)
         log.info("precise BN: moving statistics of %d BatchNorm layers re-estimated on %d training images "
-                 "in %.1f s", len(bn.batchnorm_layers(self.model, trainable_only=True)), used, time.monotonic() - t0)
+                 "in %.1f s", len(bn.batchnorm_layers(self.base, trainable_only=True)), used, time.monotonic() - t0)
         return used
 
     def _class_weight(self, labels) -> dict | None:
