@@ -171,3 +171,32 @@ def test_the_recipe_options_train_and_learn(tmp_path):
     assert lr[0] > lr[-1] and lr[-1] < 2e-4  # cosine: far down by the last epoch
     pred, y = _evaluate(out["out_best"], data)
     assert float((pred == y).mean()) >= 0.7 and np.bincount(pred, minlength=3).max() / len(pred) <= 0.6
+
+
+# ---- the demo's stand-in pre-trained weights ------------------------------------------------------------
+
+
+def test_pretext_images_are_reproducible_and_balanced():
+    from lokiml.demo_weights import PRETEXT_SHAPES, pretext_images
+
+    x, y = pretext_images(5, 48, seed=2)
+    x2, y2 = pretext_images(5, 48, seed=2)
+    assert x.shape == (5 * len(PRETEXT_SHAPES), 48, 48, 1) and x.dtype == np.uint8
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    assert np.bincount(y).tolist() == [5] * len(PRETEXT_SHAPES)
+    # Dark objects on a light background, like the demo's normalised images.
+    assert np.median(x[:, 0, :, 0]) > 200 and x.min() < 200
+
+
+@pytest.mark.slow
+def test_demo_weights_are_pretrained_on_the_pretext_task(tmp_path):
+    from lokiml.demo_weights import make_demo_weights
+
+    data = make_store(tmp_path / "data", size=32, per_class=(4, 1, 1))
+    dest = tmp_path / "w.weights.h5"
+    got = make_demo_weights("mobilenetv2", dest, data["split_path"], data["store_npys"], data["store_indexes"],
+                            n_per_class=24, epochs=3)
+    assert dest.exists() and got["calibration_images"] == 11  # training originals that normalised
+    assert got["pretext_accuracy"] > 1.5 / 6  # learned something of the pretext task
+    model, base = models.build_model("mobilenetv2", 3, 32, dest)
+    assert not base.trainable

@@ -21,6 +21,7 @@ has, so that the moving statistics at least forget the previous epoch.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Callable, Iterable
 
 import numpy as np
@@ -44,6 +45,22 @@ def batchnorm_layers(model, trainable_only: bool = False) -> list:
 
     walk(model)
     return out
+
+
+#: Moments models already built, by the model they measure (tracing one costs seconds to minutes).
+_MOMENTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached_moments_model(model, layers):
+    key = tuple(id(layer) for layer in layers)
+    try:
+        hit = _MOMENTS.get(model)
+    except TypeError:  # not weak-referenceable
+        return _moments_model(model, layers)
+    if hit is None or hit[0] != key:
+        hit = (key, _moments_model(model, layers))
+        _MOMENTS[model] = hit
+    return hit[1]
 
 
 def _moments_model(model, layers):
@@ -97,7 +114,7 @@ def precise_batchnorm(model, batches: Callable[[], Iterable] | Iterable, max_ima
     if not layers:
         return 0
     direct = [layer for layer in layers if any(layer is m for m in model.layers)]
-    moments = _moments_model(model, layers) if len(direct) == len(layers) else None
+    moments = _cached_moments_model(model, layers) if len(direct) == len(layers) else None
     momentum = [layer.momentum for layer in layers]
     sums = [[np.zeros(layer.moving_mean.shape, np.float64), np.zeros(layer.moving_variance.shape, np.float64)]
             for layer in layers]
