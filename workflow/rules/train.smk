@@ -17,9 +17,10 @@ rule resolve_weights:
 rule make_demo_weights:
     """Stand-in 'pre-trained' weights for the offline demo (see lokiml/demo_weights.py).
 
-    A seeded random base whose BatchNorm statistics are calibrated on the demo's
-    training images. The demo's pre-trained experiments point `weights:` at these
-    files, so that the frozen-base (cached features) path runs without internet.
+    The base pre-trained for a few epochs on a pretext task (geometric primitives, not the
+    demo's shapes), its BatchNorm statistics then calibrated on the demo's training images.
+    The demo's pre-trained experiments point `weights:` at these files, so that the
+    frozen-base (cached features) path runs without internet.
     Real runs use `weights: imagenet` (rule resolve_weights) or a path of your own.
     """
     input:

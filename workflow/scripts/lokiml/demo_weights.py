@@ -89,7 +89,7 @@ def pretext_images(n_per_class: int, size: int, seed: int = 1) -> tuple[np.ndarr
 
 
 def make_demo_weights(model: str, dest, split_path, store_npys, store_indexes, seed: int = 1,
-                      n_images: int = 256, n_per_class: int = 64, epochs: int = 4, batch_size: int = 32) -> dict:
+                      n_images: int = 256, n_per_class: int = 40, epochs: int = 3, batch_size: int = 32) -> dict:
     """Pre-train ``model``'s base on the pretext task at the store's image size, calibrate its BatchNorm
     statistics on up to ``n_images`` training originals of the store, and save the base's weights to
     ``dest``. Returns what was measured (pretext accuracy, seconds)."""
