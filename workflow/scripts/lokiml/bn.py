@@ -5,8 +5,8 @@ statistics in inference: an exponential average, with Keras' momentum 0.99, of t
 the last ~100-300 steps. When a network is trained from scratch with a large learning rate the weights
 change fast, and those averages mix statistics of weights that are long gone: in inference mode the
 network then sees activations on the wrong scale, and predicts one class for every image while its
-training accuracy rises (``benchmarks/diagnose_training.py`` measures this; README, "Training that
-generalises").
+training accuracy rises (``benchmarks/diagnose_training.py`` measures this; README, "CNNs that
+learn").
 
 :func:`precise_batchnorm` re-estimates the moving statistics of every trainable BatchNormalization layer
 from the current weights ("precise BN", Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm"): a

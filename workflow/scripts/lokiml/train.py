@@ -803,7 +803,7 @@ class _Run:
             logs = train_model.fit(train_ds, epochs=1, verbose=0, shuffle=False, class_weight=class_weight).history
             # Validation in inference mode, after precise BN where BatchNorm layers are trained: with the moving
             # statistics of Keras (momentum 0.99) a network trained from scratch is judged, and its best epoch
-            # chosen, with statistics of long-gone weights (README: "Training that generalises").
+            # chosen, with statistics of long-gone weights (README: "CNNs that learn").
             self._precise_bn(epoch)
             val = train_model.evaluate(valid_ds, verbose=0, return_dict=True)
             seconds = time.monotonic() - t0
