@@ -59,7 +59,8 @@ def indexed(index):
 
 
 def fit(objects, split, feats, index, params=FAST_RF):
-    return df.fit_deep_features(feats, indexed(index), objects, split, CLASSES, df.experiment_settings(params))
+    # (pipeline, columns table, chosen, grid, facts); the valid rows and probabilities are tested elsewhere
+    return df.fit_deep_features(feats, indexed(index), objects, split, CLASSES, df.experiment_settings(params))[:5]
 
 
 # ---- the penultimate layer of a real (tiny) CNN ---------------------------------------------------
@@ -147,7 +148,7 @@ def test_feature_columns_descriptors_and_pca():
     pipe, table, chosen, grid, facts = fit(objects, split, feats, index)
     t = table.set_index("column")
     assert t.index[t["used"] == 1].tolist() == ["object_area", "object_noise"]
-    assert t.loc["object_lat", "reason"] == "identifier_or_coordinate" and t.loc["object_flat", "reason"] == "constant"
+    assert t.loc["object_lat", "reason"] == "position" and t.loc["object_flat", "reason"] == "constant"
     assert facts["cnn_features"] == N_FEATURES and facts["pca_components"] == 4 and facts["n_features"] == 4 + 2
     assert 0 < facts["pca_explained_variance"] < 1
     assert pipe.named_steps["classifier"].n_features_in_ == 6
