@@ -418,7 +418,7 @@ def test_config_descriptors_experiment_validates_with_defaults():
                                "features", "refit", "early_stopping_rounds", "estimate")} == {
         "classifier": "random_forest", "param_grid": None, "max_missing": 0.5, "exclude_columns": [],
         "include_columns": [], "features": "auto", "refit": True, "early_stopping_rounds": None,
-        "estimate": {"folds": 5, "repeats": 2, "max_group_folds": 20}}
+        "estimate": {"folds": 5, "repeats": 2, "max_group_folds": 20, "group_by": None}}
     assert not {"classifier", "max_missing", "features", "refit", "estimate"} & set(cnn)  # a CNN's params stay
     off = validate_config({"classes": ["a", "b"], "experiments": {"rf": {
         "kind": "descriptors", "estimate": None, "refit": False, "classifier": "hist_gradient_boosting",
@@ -426,7 +426,7 @@ def test_config_descriptors_experiment_validates_with_defaults():
     assert off["estimate"] is None and off["refit"] is False and off["early_stopping_rounds"] == 10
     assert validate_config({"classes": ["a", "b"], "experiments": {"rf": {
         "kind": "descriptors", "estimate": {"folds": 10}}}})["experiments"]["rf"]["estimate"] == {
-        "folds": 10, "repeats": 2, "max_group_folds": 20}
+        "folds": 10, "repeats": 2, "max_group_folds": 20, "group_by": None}
 
 
 @pytest.mark.parametrize("exp,needle", [

@@ -43,7 +43,7 @@ rule estimate_descriptors:
     wildcard_constraints:
         experiment=one_of(ESTIMATED_DESCRIPTOR_EXPERIMENTS),
     params:
-        experiment=get_descriptor_params,
+        experiment=get_descriptor_estimate_params,
         classes=config["classes"],
         split=get_estimate_split_params(),
     threads: 2
@@ -70,7 +70,7 @@ rule estimate_deep_features:
     wildcard_constraints:
         experiment=one_of(ESTIMATED_DEEP_FEATURE_EXPERIMENTS),
     params:
-        experiment=get_deep_features_params,
+        experiment=get_deep_features_estimate_params,
         classes=config["classes"],
         split=get_estimate_split_params(),
     threads: 2

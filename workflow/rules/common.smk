@@ -204,7 +204,7 @@ def get_leaderboard_settings():
 
 SKLEARN_KEYS = (
     "kind", "classifier", "param_grid", "max_missing", "exclude_columns", "include_columns", "refit",
-    "early_stopping_rounds", "estimate", "seed",
+    "early_stopping_rounds", "seed",
 )
 
 
@@ -218,6 +218,16 @@ def get_deep_features_params(wildcards):
     """The keys a deep_features experiment uses (changing a CNN-only key of it reruns nothing)."""
     exp = config["experiments"][wildcards.experiment]
     return {k: exp[k] for k in SKLEARN_KEYS + ("cnn", "descriptors", "pca")}
+
+
+def get_descriptor_estimate_params(wildcards):
+    """The keys the estimate of a descriptors experiment uses: its training keys and `estimate`."""
+    return {**get_descriptor_params(wildcards), "estimate": config["experiments"][wildcards.experiment]["estimate"]}
+
+
+def get_deep_features_estimate_params(wildcards):
+    """The keys the estimate of a deep_features experiment uses: its training keys and `estimate`."""
+    return {**get_deep_features_params(wildcards), "estimate": config["experiments"][wildcards.experiment]["estimate"]}
 
 
 def get_morphometrics_params():

@@ -10,8 +10,9 @@ each fold, so that nothing of a fold's test objects reaches its model:
   ``RepeatedStratifiedKFold``): each fold's test objects are predicted by a model whose grid was chosen
   on a validation part of the other objects (the split's ``valid`` share of them, per class) and which
   was then refitted on all of them (as the experiment itself is, with ``refit: true``);
-* **leave one group out** when ``split.group_by`` is set (a haul, a station, a cruise): each group in
-  turn is the test set, and the model never saw an object of it. This is what a new cruise looks like.
+* **leave one group out** when ``estimate.group_by`` (or else ``split.group_by``) names a column (a
+  haul, a station, a cruise): each group in turn is the test set, and the model never saw an object of
+  it. This is what a new cruise looks like.
   With more groups than ``estimate.max_group_folds``, ``GroupKFold`` with that many folds (several
   groups left out at a time) keeps the cost bounded.
 
@@ -36,7 +37,7 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"folds": 5, "repeats": 2, "max_group_folds": 20}
+DEFAULTS = {"folds": 5, "repeats": 2, "max_group_folds": 20, "group_by": None}
 TABLE_COLUMNS = ["scheme", "repeat", "fold", "group", "n_groups", "n_train", "n_valid", "n_test", "classes_in_test",
                  "classes_unseen", "chosen_params", "macro_f1", "accuracy", "balanced_accuracy"]
 
@@ -196,6 +197,21 @@ def run_estimate(y: np.ndarray, n_classes: int, plan: list[Fold], learner, valid
 def _mean_sd(values) -> tuple[float, float]:
     v = np.asarray(values, dtype=float)
     return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+
+
+def group_column(est: dict, split: dict | None) -> str | None:
+    """The column of the leave-one-group-out estimate: the estimate's own ``group_by``, else the split's."""
+    return est.get("group_by") or (split or {}).get("group_by") or None
+
+
+def groups_of(objects: pd.DataFrame, column: str | None, source: str = "objects.tsv"):
+    """The group of every row of ``objects`` (None without a column); a missing column is an error naming it."""
+    if not column:
+        return None
+    if column not in objects.columns:
+        raise InputError(source, f"estimate: group column {column!r} is not in the export",
+                         hint="set estimate.group_by (or split.group_by) to one of the export's columns")
+    return objects[column].astype(str).to_numpy()
 
 
 def summarise(table: pd.DataFrame, oof: dict, y: np.ndarray) -> dict:
