@@ -364,7 +364,8 @@ def test_end_to_end(tmp_path, classifier):
     # the leaderboard reads it like a CNN experiment, with its estimate as mean ± sd
     board = ev.leaderboard(["desc"], [outputs["test_metrics"]], [outputs["valid_metrics"]],
                            [exp / "train_info.json"], {"desc": {"model": classifier, "weights": "descriptors"}},
-                           tmp_path / "board.tsv", tmp_path / "board.html", estimates={"desc": tmp_path / "estimate.json"})
+                           tmp_path / "board.tsv", tmp_path / "board.html",
+                           estimates={"desc": tmp_path / "estimate.json"})
     assert board["experiment"].tolist() == ["desc"] and board["training_seconds"].iloc[0] >= 0
     assert board["cv_macro_f1"].iloc[0] == pytest.approx(summary["kfold"]["macro_f1_mean"])
     assert board["cv_macro_f1_sd"].iloc[0] == pytest.approx(summary["kfold"]["macro_f1_sd"])

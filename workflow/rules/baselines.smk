@@ -5,7 +5,7 @@
 
 
 rule compute_morphometrics:
-    """Shape and grey-level descriptors of every original object, measured on its original image (lokiml/morphometrics.py).
+    """Shape and grey-level descriptors of every original object, measured on its image (lokiml/morphometrics.py).
 
     One job per shard (normalise.shards), threads inside; cached per image by content under
     resources/cache/morphometrics/, so a data update measures only new images.
@@ -34,7 +34,7 @@ rule compute_morphometrics:
 
 
 rule estimate_descriptors:
-    """Repeated stratified k-fold estimate (and leave one group out) of a descriptors experiment, grid chosen per fold."""
+    """Repeated stratified k-fold (and leave-one-group-out) estimate of a descriptors experiment, grid chosen per fold."""
     input:
         unpack(get_descriptor_estimate_inputs),
     output:
@@ -61,7 +61,10 @@ rule estimate_descriptors:
 
 
 rule estimate_deep_features:
-    """Repeated k-fold estimate (and leave one group out) of a deep_features experiment, testing only objects its CNN did not train on."""
+    """Repeated k-fold (and leave-one-group-out) estimate of a deep_features experiment.
+
+    Only objects its CNN did not train on (valid and test) are tested.
+    """
     input:
         unpack(get_deep_features_estimate_inputs),
     output:

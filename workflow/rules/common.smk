@@ -261,9 +261,7 @@ def get_descriptor_evaluation_inputs(wildcards):
                                             ("columns", "columns.tsv"), ("grid", "grid.tsv"),
                                             ("info", "train_info.json"), ("valid", "valid_probabilities.tsv"))},
     }
-    if wildcards.experiment in ESTIMATED_EXPERIMENTS:
-        inputs["estimate"] = f"{EVAL}/{wildcards.experiment}/estimate.json"
-    return inputs
+    return {**inputs, **get_estimate_input(wildcards.experiment)}
 
 
 def get_descriptor_estimate_inputs(wildcards):
@@ -325,8 +323,15 @@ def get_deep_features_evaluation_inputs(wildcards):
         **get_deep_features_inputs(wildcards),
         "npys": shards["npy"],
         "indexes": shards["index"],
-        **({"estimate": f"{EVAL}/{wildcards.experiment}/estimate.json"} if wildcards.experiment in ESTIMATED_EXPERIMENTS else {}),
+        **get_estimate_input(wildcards.experiment),
     }
+
+
+def get_estimate_input(experiment):
+    """{"estimate": its estimate.json} for an experiment with a repeated estimate, else {}."""
+    if experiment in ESTIMATED_EXPERIMENTS:
+        return {"estimate": f"{EVAL}/{experiment}/estimate.json"}
+    return {}
 
 
 def get_deep_features_cnn(wildcards):

@@ -643,7 +643,7 @@ class Trained:
 
     @property
     def morpho_params(self):
-        """The :class:`lokiml.morphometrics.MorphoParams` the model's ``morpho_*`` columns were measured with, or None."""
+        """The :class:`lokiml.morphometrics.MorphoParams` of the model's ``morpho_*`` columns, or None (it has none)."""
         from .morphometrics import MorphoParams
 
         m = self.info.get("morphometrics")

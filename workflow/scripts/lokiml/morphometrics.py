@@ -41,6 +41,7 @@ import hashlib
 import logging
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -311,7 +312,8 @@ def measure_items(items: pd.DataFrame, read_bytes, params: MorphoParams, threads
             return i, None, f"{exc.reason.replace(' ', '_')}: {exc}", False
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading_id()}.tmp.npy")
+            # a name of its own per process and thread, then an atomic rename: parallel jobs may meet here
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
             np.save(tmp, np.concatenate([[0.0 if st == "ok" else 1.0], vec]), allow_pickle=False)
             os.replace(tmp, path)
         return i, vec, st, False
@@ -332,12 +334,6 @@ def measure_items(items: pd.DataFrame, read_bytes, params: MorphoParams, threads
     log.info("%s: %d objects, %d from the cache; %s", what, n, hits,
              ", ".join(f"{k} {v}" for k, v in counts.items()) or "none")
     return table
-
-
-def threading_id() -> int:
-    import threading
-
-    return threading.get_ident()
 
 
 def compute_morphometrics(export_path, balanced_path, out_tsv, shard: int, shards: int, threshold: int = 245,
