@@ -94,6 +94,59 @@ def test_adamw_weight_decay_and_label_smoothing_loss():
     assert isinstance(keras.losses.deserialize(keras.losses.serialize(smooth)), models.SparseCrossentropyWithSmoothing)
 
 
+def test_smallcnn_is_a_backbone_like_the_others():
+    model, base = models.build_model("SmallCNN", 4, 40, dropout=0.2, seed=3)
+    assert models.get_backbone("smallcnn").mode == "tf" and base.name == "smallcnn"
+    assert 1_000_000 < base.count_params() < 1_400_000
+    assert len(bn.batchnorm_layers(base)) == 9 and model.get_layer("avg_pool").output.shape[-1] == 256
+    x = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 1)).astype("uint8")
+    p = np.asarray(model.predict(x, verbose=0))
+    assert p.shape == (3, 4) and np.allclose(p.sum(1), 1.0, atol=1e-5)
+    again, _ = models.build_model("smallcnn", 4, 40, dropout=0.2, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
+    with pytest.raises(ValueError, match="no pre-trained weights"):
+        models.small_cnn(weights="imagenet", input_shape=(40, 40, 3))
+
+
+def test_smallcnn_with_imagenet_weights_is_a_config_error():
+    from lokiml import config
+    from lokiml.errors import ConfigError
+
+    cfg = {"classes": ["a", "b"], "experiments": {"mine": {"model": "smallcnn", "weights": "imagenet"}}}
+    with pytest.raises(ConfigError, match="experiments.mine.weights: 'smallcnn' is lokiml's own network"):
+        config.validate_config(cfg)
+    cfg["experiments"]["mine"]["weights"] = "none"
+    assert config.validate_config(cfg)["experiments"]["mine"]["tta"] is None
+
+
+@pytest.mark.parametrize("tta, views", [("flip", 2), ("dihedral", 8)])
+def test_test_time_augmentation_averages_the_features_of_every_view(tmp_path, tta, views):
+    model, _ = models.build_model("smallcnn", 3, 32, dropout=0.0, seed=1)
+    x = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 1)).astype("uint8")
+    tmodel = models.inference_model(model, tta)
+    rots = [np.rot90(x, k, axes=(1, 2)) for k in range(4 if views == 8 else 1)]
+    stack = np.concatenate(rots + [r[:, :, ::-1] for r in rots])
+    want = models.feature_model(model).predict(stack, verbose=0).reshape(views, 5, -1).mean(0)
+    got = models.feature_model(tmodel).predict(x, verbose=0)
+    assert np.allclose(got, want, atol=1e-5)
+    assert not np.allclose(got, models.feature_model(model).predict(x, verbose=0), atol=1e-3)  # views matter
+    p = tmodel.predict(x, verbose=0)
+    # The prediction no longer depends on the view: a mirrored (and, with dihedral, rotated) image scores the same.
+    assert np.allclose(tmodel.predict(x[:, :, ::-1].copy(), verbose=0), p, atol=1e-5)
+    if views == 8:
+        assert np.allclose(tmodel.predict(np.rot90(x, 1, axes=(1, 2)).copy(), verbose=0), p, atol=1e-5)
+    path = tmp_path / "m.keras"
+    tmodel.save(path)
+    from lokiml.evaluate import load_classifier
+
+    loaded = load_classifier(path)
+    assert np.allclose(loaded.predict(x, verbose=0), p, atol=1e-6)
+    assert models.head_model(loaded).input.shape[-1] == 256  # the head and feature paths still find their layers
+    assert models.inference_model(model, None).count_params() == model.count_params()
+    with pytest.raises(ValueError, match="flip, dihedral"):
+        models.inference_model(model, "rot90")
+
+
 # ---- diagnostics ------------------------------------------------------------------------------------
 
 
@@ -141,7 +194,7 @@ def test_a_cnn_trained_from_scratch_with_the_seeds_settings_learns(tmp_path):
     params = {"model": "resnet50", "weights": "none", "image_size": 32, "batch_size": 8, "epochs": 6,
               "optimizer": "rmsprop", "learning_rate": 1e-3, "seed": 1, "early_stopping": None}
     info = train.train_experiment(data["split_path"], data["store_npys"], data["store_indexes"], CLASSES,
-                                  state_dir=tmp_path / "state", params=params, threads=2, **out)
+                                  params=params, threads=2, **out)
     pred, y = _evaluate(out["out_best"], data)
     acc = float((pred == y).mean())
     counts = np.bincount(pred, minlength=3)
@@ -165,7 +218,7 @@ def test_the_recipe_options_train_and_learn(tmp_path):
                                                              "translation": 0.0},
               "seed": 2, "early_stopping": None}
     train.train_experiment(data["split_path"], data["store_npys"], data["store_indexes"], CLASSES,
-                           state_dir=tmp_path / "state", params=params, threads=2, **out)
+                           params=params, threads=2, **out)
     history = pd.read_csv(out["out_history"], sep="\t")
     lr = history["learning_rate"].to_numpy()
     assert lr[0] > lr[-1] and lr[-1] < 2e-4  # cosine: far down by the last epoch

@@ -75,6 +75,11 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     return cfg
 
 
+#: lokiml.models' backbones of its own (no keras.applications weights); kept here so that checking a config
+#: needs no Keras.
+OWN_BACKBONES = ("smallcnn",)
+
+
 def _check_semantics(cfg: dict) -> None:
     s = cfg["split"]
     total = s["train"] + s["valid"] + s["test"]
@@ -109,6 +114,11 @@ def _check_semantics(cfg: dict) -> None:
             raise ConfigError(
                 f"config key experiments.{name}.early_stopping_rounds: only classifier hist_gradient_boosting "
                 f"stops early (this experiment's classifier is {exp.get('classifier')!r})"
+            )
+        if exp["kind"] == "cnn" and exp["weights"] == "imagenet" and str(exp["model"]).lower() in OWN_BACKBONES:
+            raise ConfigError(
+                f"config key experiments.{name}.weights: {exp['model']!r} is lokiml's own network and has no "
+                "ImageNet weights; set weights: none (train it from scratch) or the path of a weights file of it"
             )
         if exp["kind"] == "deep_features" and exp["cnn"] not in cnns:
             what = (f"a {cfg['experiments'][exp['cnn']]['kind']} experiment, not a CNN one"

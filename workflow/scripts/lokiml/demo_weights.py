@@ -89,14 +89,21 @@ def pretext_images(n_per_class: int, size: int, seed: int = 1) -> tuple[np.ndarr
 
 
 def make_demo_weights(model: str, dest, split_path, store_npys, store_indexes, seed: int = 1,
-                      n_images: int = 256, n_per_class: int = 40, epochs: int = 3, batch_size: int = 32) -> dict:
-    """Pre-train ``model``'s base on the pretext task at the store's image size, calibrate its BatchNorm
-    statistics on up to ``n_images`` training originals of the store, and save the base's weights to
-    ``dest``. Returns what was measured (pretext accuracy, seconds)."""
+                      n_images: int = 256, n_per_class: int = 40, epochs: int = 3, batch_size: int = 32,
+                      learning_rate: float = 2e-3, pretext_size: int | None = None, on_epoch=None) -> dict:
+    """Pre-train ``model``'s base on the pretext task, calibrate its BatchNorm statistics on up to ``n_images``
+    training originals of the store, and save the base's weights to ``dest``. Returns what was measured
+    (pretext accuracy, seconds).
+
+    Each epoch draws ``n_per_class`` *new* images of each primitive (an endless supply: no image is seen
+    twice, so the base cannot overfit the pretext), at ``pretext_size`` px (default: the store's size; the
+    weights of a convolutional base fit any size). Adam with a one-epoch warm-up and a cosine decay.
+    ``on_epoch(full_model, epoch)``: called after each epoch (exploration and benchmarks).
+    """
     import keras
 
     from . import bn
-    from .models import _atomic_save_weights, build_model, compile_model, get_base, make_schedule
+    from .models import GreyToBackboneInput, build_model, compile_model, get_backbone, make_schedule, save_base_weights
 
     t0 = time.monotonic()
     split = read_tsv(split_path)
@@ -107,28 +114,43 @@ def make_demo_weights(model: str, dest, split_path, store_npys, store_indexes, s
     pick = np.sort(rng.choice(len(train), size=min(n_images, len(train)), replace=False))
     demo_images = store.gather(train[pick])[..., None]
 
-    x, y = pretext_images(n_per_class, store.size, seed)
-    xv, yv = pretext_images(max(8, n_per_class // 4), store.size, seed + 1000)
-    full, base = build_model(model, len(PRETEXT_SHAPES), store.size, weights_path=None, dropout=0.2, seed=seed)
-    steps = math.ceil(len(x) / batch_size)
-    compile_model(full, "adam", make_schedule("cosine", 2e-3, steps, epochs, warmup_epochs=1))
+    size = int(pretext_size or store.size)
+    xv, yv = pretext_images(max(8, n_per_class // 2), size, seed + 1000)
+    full, base = build_model(model, len(PRETEXT_SHAPES), size, weights_path=None, dropout=0.2, seed=seed)
+    steps = math.ceil(n_per_class * len(PRETEXT_SHAPES) / batch_size)
+    compile_model(full, "adam", make_schedule("cosine", learning_rate, steps, epochs, warmup_epochs=1))
     keras.utils.set_random_seed(seed)
-    full.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
     preprocess = full.get_layer("preprocess")
 
     def base_batches(images):  # the base's input: the model's own preprocessing of grey uint8 images
         return (preprocess(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
 
+    x = None
+    for epoch in range(epochs):
+        x, y = pretext_images(n_per_class, size, seed + epoch)
+        full.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
+        if on_epoch is not None:
+            on_epoch(full, epoch + 1)
     bn.precise_batchnorm(base, base_batches(x))
     pretext_acc = float((full.predict(xv, batch_size=64, verbose=0).argmax(1) == yv).mean())
-    log.info("%s: pre-trained on the pretext task (%d images of %d primitives at %d px, %d epochs): held-out "
-             "pretext accuracy %.3f", model, len(x), len(PRETEXT_SHAPES), store.size, epochs, pretext_acc)
+    log.info("%s: pre-trained on the pretext task (%d new images of %d primitives per epoch at %d px, %d epochs, "
+             "batch %d): held-out pretext accuracy %.3f (chance %.3f)", model, n_per_class * len(PRETEXT_SHAPES),
+             len(PRETEXT_SHAPES), size, epochs, batch_size, pretext_acc, 1 / len(PRETEXT_SHAPES))
+    if size != store.size:  # the same weights in a base built for the store's size
+        _, target = build_model(model, len(PRETEXT_SHAPES), store.size, weights_path=None, dropout=0.2, seed=seed)
+        target.set_weights(base.get_weights())
+        base = target
+    prep = GreyToBackboneInput(get_backbone(model).mode)  # weightless: the same arithmetic as the model's own
+
+    def store_batches(images):
+        return (prep(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
+
     # Data-dependent, label-free: BatchNorm statistics of the demo's training images.
-    n = bn.precise_batchnorm(base, base_batches(demo_images))
-    feats = keras.ops.convert_to_numpy(keras.ops.mean(base(preprocess(demo_images), training=False), axis=(1, 2)))
+    n = bn.precise_batchnorm(base, store_batches(demo_images))
+    feats = keras.ops.convert_to_numpy(keras.ops.mean(base(prep(demo_images), training=False), axis=(1, 2)))
     log.info("%s: BatchNorm statistics calibrated on %d training images at %d px; feature std across images %.3g",
              model, n, store.size, float(feats.std(0).mean()))
-    _atomic_save_weights(get_base(full), dest)
+    save_base_weights(base, dest)
     seconds = time.monotonic() - t0
     log.info("demo weights written to %s in %.1f s", dest, seconds)
     return {"pretext_accuracy": pretext_acc, "seconds": seconds, "calibration_images": n}

@@ -125,11 +125,47 @@ def _preprocess_numpy(x: np.ndarray, mode: str) -> np.ndarray:
     return x
 
 
+def small_cnn(include_top: bool = False, weights=None, input_shape=None, widths=(32, 64, 128, 256),
+              name: str = "smallcnn") -> keras.Model:
+    """A plain CNN of our own for small data sets on a CPU: a stride-2 stem, then one stage per width of two
+    3x3 convolutions, each followed by BatchNormalization and ReLU, with 2x2 max pooling between stages;
+    no top (the classifier adds global average pooling and the head). 1.2 M weights with the default widths.
+
+    keras.applications has no network this small: its smallest (MobileNetV3Small) is built for ImageNet's
+    1000 classes and spends its depthwise convolutions where a CPU is least efficient. Takes the same
+    arguments as a keras.applications constructor, so :func:`build_model` treats it like one; there are
+    no pre-trained weights (``weights`` must be None).
+    """
+    if include_top or weights is not None:
+        raise ValueError("smallcnn has no top and no pre-trained weights: build it with include_top=False, "
+                         "weights=None (and give a weights file through the experiment's `weights:`)")
+    inputs = keras.Input(shape=input_shape or (None, None, 3))
+    x = keras.layers.Conv2D(int(widths[0]), 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for i, width in enumerate(widths):
+        if i:
+            x = keras.layers.MaxPooling2D(2, name=f"stage{i + 1}_pool")(x)
+        for j in (1, 2):
+            x = keras.layers.Conv2D(int(width), 3, padding="same", use_bias=False,
+                                    name=f"stage{i + 1}_conv{j}")(x)
+            x = keras.layers.BatchNormalization(name=f"stage{i + 1}_bn{j}")(x)
+            x = keras.layers.ReLU(name=f"stage{i + 1}_relu{j}")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+#: Backbones of our own, beside keras.applications': constructor, preprocessing mode, smallest size
+#: (their names are listed in lokiml.config.OWN_BACKBONES too, which checks configs without Keras).
+_OWN_BACKBONES = {"smallcnn": (small_cnn, "tf", 32)}
+
+
 @functools.cache
 def _registry() -> dict[str, Backbone]:
     import keras.applications as apps
 
-    out = {}
+    out = {name: Backbone(name=name, function_name=fn.__name__, constructor=fn, module=__name__, mode=mode,
+                          min_size=min_size)
+           for name, (fn, mode, min_size) in _OWN_BACKBONES.items()}
     for attr in dir(apps):
         fn = getattr(apps, attr)
         if not attr[:1].isupper() or not callable(fn):
@@ -255,7 +291,8 @@ def load_base_weights(base: keras.Model, weights_path, model_name: str = "") -> 
     log.info("loaded base weights from %s", path)
 
 
-def _atomic_save_weights(base: keras.Model, dest) -> None:
+def save_base_weights(base: keras.Model, dest) -> None:
+    """Save the weights of a base atomically, as a Keras 3 ``.weights.h5`` file."""
     dest = Path(dest)
     if not dest.name.endswith(".weights.h5"):
         raise ValueError(f"{dest}: a weights file name must end in .weights.h5")
@@ -316,7 +353,7 @@ def resolve_imagenet_weights(model: str, dest) -> Path:
             "base (include_top=False, .weights.h5 or .h5), or to `none` to train from scratch."
         )
         raise RuntimeError(msg) from exc
-    _atomic_save_weights(base, dest)
+    save_base_weights(base, dest)
     log.info("ImageNet weights of %s written to %s", bb.function_name, dest)
     return Path(dest)
 
@@ -330,7 +367,7 @@ def save_seeded_base_weights(model: str, dest, seed: int = 1) -> Path:
     bb = get_backbone(model)
     keras.utils.set_random_seed(seed)
     base = bb.constructor(include_top=False, weights=None, input_shape=(bb.min_size, bb.min_size, 3))
-    _atomic_save_weights(base, dest)
+    save_base_weights(base, dest)
     log.info("seeded random weights of %s (seed %d) written to %s", bb.function_name, seed, dest)
     return Path(dest)
 
@@ -399,6 +436,89 @@ def head_model(model: keras.Model) -> keras.Model:
     x = model.get_layer("dropout")(inputs)
     outputs = model.get_layer("predictions")(x)
     return keras.Model(inputs, outputs, name=f"{model.name}_head")
+
+
+# --------------------------------------------------------------------------------------
+# Test-time augmentation
+# --------------------------------------------------------------------------------------
+
+#: Views of each image that test-time augmentation averages over: ``flip``, the image and its mirror;
+#: ``dihedral``, its 4 rotations by 90 degrees and their mirrors. Exact (no interpolation) on square images.
+TTA_VIEWS = {"flip": 2, "dihedral": 8}
+
+
+@keras.saving.register_keras_serializable(package="lokiml")
+class DihedralViews(keras.layers.Layer):
+    """(batch, S, S, C) square images → (views x batch, S, S, C): the images, then their mirrors (``views`` 2),
+    or the 8 images of their dihedral group (``views`` 8: rotations by 0, 90, 180, 270 degrees, then the
+    mirror of each), stacked along the batch axis, view by view."""
+
+    def __init__(self, views: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        if int(views) not in (2, 8):
+            raise ValueError(f"views must be 2 or 8, got {views}")
+        self.views = int(views)
+
+    def call(self, x):
+        def mirror(t):
+            return ops.flip(t, axis=2)
+
+        if self.views == 2:
+            return ops.concatenate([x, mirror(x)], axis=0)
+        rots = [x]
+        for _ in range(3):  # rotation by 90 degrees: transpose, then mirror
+            rots.append(mirror(ops.transpose(rots[-1], (0, 2, 1, 3))))
+        return ops.concatenate(rots + [mirror(r) for r in rots], axis=0)
+
+    def compute_output_shape(self, input_shape):
+        b = input_shape[0]
+        return (None if b is None else b * self.views, *input_shape[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "views": self.views}
+
+
+@keras.saving.register_keras_serializable(package="lokiml")
+class ViewAveragePooling(keras.layers.Layer):
+    """(views x batch, h, w, C) feature maps of :class:`DihedralViews`' output → (batch, C): the global average
+    over space and over the views of each image (its pooled features, averaged over the views)."""
+
+    def __init__(self, views: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.views = int(views)
+
+    def call(self, x):
+        x = ops.mean(ops.cast(x, "float32"), axis=(1, 2))
+        x = ops.reshape(x, (self.views, -1, x.shape[-1]))
+        return ops.cast(ops.mean(x, axis=0), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (None, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "views": self.views}
+
+
+def inference_model(model: keras.Model, tta: str | None = None) -> keras.Model:
+    """The model to save for evaluation and prediction: ``model``'s layers, uncompiled; with ``tta``
+    (``flip`` or ``dihedral``, :data:`TTA_VIEWS`), every image goes through the base in each view, and its
+    pooled features are averaged over the views before the head (``avg_pool``, then the same Dropout and Dense
+    layers). The features of :func:`feature_model` are then the view-averaged ones too. Costs ``views`` times
+    the computation (and memory) of a plain prediction.
+    """
+    if not tta:
+        return keras.Model(model.input, model.output, name=model.name)
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"unknown test-time augmentation {tta!r}: {', '.join(TTA_VIEWS)} or null")
+    views = TTA_VIEWS[tta]
+    inputs = keras.Input(shape=model.input.shape[1:], dtype=model.input.dtype, name="image")
+    x = DihedralViews(views, name="tta_views")(inputs)
+    x = model.get_layer("preprocess")(x)
+    x = get_base(model)(x)
+    x = ViewAveragePooling(views, name="avg_pool")(x)
+    x = model.get_layer("dropout")(x)
+    outputs = model.get_layer("predictions")(x)
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")

@@ -479,15 +479,16 @@ def save_model(model, path) -> None:
         model.save(str(tmp))
 
 
-def save_for_inference(model, path) -> None:
-    """Save ``model`` atomically without optimizer or compile settings (the same layers, uncompiled).
+def save_for_inference(model, path, tta: str | None = None) -> None:
+    """Save ``model`` atomically without optimizer or compile settings (the same layers, uncompiled), with
+    test-time augmentation ``tta`` (lokiml.models.inference_model) built in.
 
     Such a file loads without warnings whatever the optimizer or dtype policy was in training;
     compile it again to train it further.
     """
-    import keras
+    from .models import inference_model
 
-    save_model(keras.Model(model.input, model.output, name=model.name), path)
+    save_model(inference_model(model, tta), path)
 
 
 def load_weights_from(path, target) -> None:
@@ -857,7 +858,7 @@ class _Run:
         p = self.progress
         if p.best_file is None:
             log.warning("val_loss was never a finite number: best.keras is the final model")
-            save_for_inference(self.model, out_best)
+            save_for_inference(self.model, out_best, self.params["tta"])
             self.best_valid_pred = self._valid_predictions(self.model)
             return
         if p.best_kind == "full":
@@ -870,7 +871,7 @@ class _Run:
             target, holder = self.model, self.head
         current = holder.get_weights()
         load_weights_from(self.state.file(p.best_file), holder)
-        save_for_inference(target, out_best)
+        save_for_inference(target, out_best, self.params["tta"])
         self.best_valid_pred = self._valid_predictions(target)
         holder.set_weights(current)
 
@@ -896,7 +897,7 @@ class _Run:
         import tensorflow as tf
 
         p = self.progress
-        save_for_inference(self.model, out_model)
+        save_for_inference(self.model, out_model, self.params["tta"])
         self._save_best(out_best)
         write_text(out_classes, "".join(f"{c}\n" for c in self.classes))
         write_tsv(out_history, pd.DataFrame(p.history, columns=HISTORY_COLUMNS))
