@@ -285,7 +285,7 @@ def test_killed_job_outside_the_tiny_dag_then_rerun_gives_the_uninterrupted_outp
 def test_every_rule_is_killed_once(project_root):
     """A rule added to the workflow gets its case here (or a reason in NOT_KILLED)."""
     rules = set()
-    for smk in [project_root / "Snakefile", *sorted((project_root / "workflow" / "rules").glob("*.smk"))]:
+    for smk in [project_root / "workflow" / "Snakefile", *sorted((project_root / "workflow" / "rules").glob("*.smk"))]:
         rules |= set(re.findall(r"^(?:rule|checkpoint) (\w+):", smk.read_text(), re.M))
     killed = {c[0] for c in CASES + EXTENDED_CASES}
     assert killed & NOT_KILLED == set()
