@@ -1,0 +1,67 @@
+"""A change of the library reruns the rules whose code changed, and only them (params `code`, lokiml/codedigest.py).
+
+On a copy of the shared tiny run (test_workflow.py), with a descriptors experiment added.
+"""
+
+import shutil
+
+import pytest
+
+from test_workflow import jobs_to_run, shared_tiny_run, snakemake
+
+pytestmark = pytest.mark.workflow
+
+DESCRIPTORS = """experiments:
+  tiny_descriptors:
+    kind: descriptors
+    param_grid: {n_estimators: [20]}
+"""
+CONFIG = ("--configfile", "config/config.yaml", "tiny.yaml", "descriptors.yaml")
+
+
+@pytest.fixture(scope="module")
+def with_descriptors(project_root, tmp_path_factory):
+    wd = shared_tiny_run(project_root, tmp_path_factory)
+    copy = tmp_path_factory.mktemp("code") / "wd"
+    shutil.copytree(wd, copy, symlinks=True)
+    (copy / "descriptors.yaml").write_text(DESCRIPTORS)
+    snakemake(copy, *CONFIG)
+    assert jobs_to_run(copy, *CONFIG) == {}
+    return copy
+
+
+def _edit(path, old, new):
+    src = path.read_text()
+    assert old in src, (path, old)
+    path.write_text(src.replace(old, new, 1))
+
+
+def test_a_change_in_images_py_reruns_normalisation_not_the_descriptor_baseline(with_descriptors, tmp_path):
+    copy = tmp_path / "wd"
+    shutil.copytree(with_descriptors, copy, symlinks=True)
+    # the crop of images.normalise: what normalisation runs, not what reading the export runs
+    _edit(copy / "workflow" / "scripts" / "lokiml" / "images.py", "def normalise(", "def normalise(  # noqa\n")
+    assert jobs_to_run(copy, *CONFIG) == {}, "a comment is no change of code"
+    path = copy / "workflow" / "scripts" / "lokiml" / "images.py"
+    src = path.read_text()
+    i = src.index("def normalise(")
+    j = src.index("\n    return ", i)
+    path.write_text(src[:j] + "\n    _changed = True" + src[j:])
+    counts = jobs_to_run(copy, *CONFIG)
+    assert counts.get("normalise_images") == 2, counts
+    assert "train_model" in counts and "evaluate_model" in counts, counts  # downstream of the new images
+    for rule in ("make_demo_export", "read_export", "balance_classes", "split_dataset", "train_descriptors",
+                 "evaluate_descriptors"):
+        assert rule not in counts, (rule, counts)
+
+
+def test_a_change_in_descriptors_py_reruns_only_the_descriptor_baseline(with_descriptors, tmp_path):
+    copy = tmp_path / "wd"
+    shutil.copytree(with_descriptors, copy, symlinks=True)
+    path = copy / "workflow" / "scripts" / "lokiml" / "descriptors.py"
+    src = path.read_text()
+    i = src.index("def train_descriptors(")
+    j = src.index('"""', src.index('"""', i) + 3) + 3  # after its docstring
+    path.write_text(src[:j] + "\n    _changed = True" + src[j:])
+    counts = jobs_to_run(copy, *CONFIG)
+    assert set(counts) - {"all"} == {"train_descriptors", "evaluate_descriptors", "make_leaderboard"}, counts
