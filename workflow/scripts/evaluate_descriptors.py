@@ -19,6 +19,8 @@ def main(smk):
         outputs=dict(smk.output.items()),
         experiment=smk.wildcards.experiment,
         ece_bins=smk.params.ece_bins,
+        export_path=smk.input.export,
+        images=dict(smk.params.images),
     )
 
 
