@@ -64,6 +64,9 @@ CASES = [
     ("evaluate_model", f"{EVAL}/summary.html", f"{EVAL}/summary.html", "job"),
     ("make_leaderboard", "results/evaluation/leaderboard.svg", "results/evaluation/leaderboard.svg", "power"),
     ("record_normalisation", f"{EXP}/normalisation.json", f"{EXP}/normalisation.json", "job"),
+    ("plot_class_gallery", "results/data/report/class_gallery.jpg", "results/data/report/class_gallery.jpg", "job"),
+    # after per_class_f1.tsv
+    ("compare_classes", "results/evaluation/per_class_f1.svg", "results/evaluation/per_class_f1.svg", "power"),
 ]
 
 # The rules outside the tiny DAG, switched on over tiny.yaml by this extra config file: a descriptors
@@ -103,6 +106,8 @@ EXTENDED_CASES = [
      "results/evaluation/tiny_deep/summary.html", "job"),
     # after the import table, the zip bundle and top3.csv: all in place, to be flagged incomplete
     ("predict_images", f"{PRED}/summary.json", f"{PRED}/summary.json", "power"),
+    # after summary.html and predicted_classes.svg
+    ("report_prediction", f"{PRED}/report/examples.jpg", f"{PRED}/report/examples.jpg", "power"),
 ]
 # Not killed: resolve_weights (downloads), all (no job of its own).
 NOT_KILLED = {"resolve_weights", "all"}
