@@ -1,33 +1,23 @@
 """A change of the library reruns the rules whose code changed, and only them (params `code`, lokiml/codedigest.py).
 
-On a copy of the shared tiny run (test_workflow.py), with a descriptors experiment added.
+On a copy of the extended tiny run (extended_tiny.py: the tiny run with a descriptors experiment).
 """
 
 import shutil
 
 import pytest
 
-from test_workflow import jobs_to_run, shared_tiny_run, snakemake
+from extended_tiny import CONFIG, extended_tiny_run
+from test_workflow import jobs_to_run
 
 pytestmark = pytest.mark.workflow
-
-DESCRIPTORS = """experiments:
-  tiny_descriptors:
-    kind: descriptors
-    param_grid: {n_estimators: [20]}
-"""
-CONFIG = ("--configfile", "config/config.yaml", "tiny.yaml", "descriptors.yaml")
 
 
 @pytest.fixture(scope="module")
 def with_descriptors(project_root, tmp_path_factory):
-    wd = shared_tiny_run(project_root, tmp_path_factory)
-    copy = tmp_path_factory.mktemp("code") / "wd"
-    shutil.copytree(wd, copy, symlinks=True)
-    (copy / "descriptors.yaml").write_text(DESCRIPTORS)
-    snakemake(copy, *CONFIG)
-    assert jobs_to_run(copy, *CONFIG) == {}
-    return copy
+    wd = extended_tiny_run(project_root, tmp_path_factory)
+    assert jobs_to_run(wd, *CONFIG) == {}
+    return wd
 
 
 def _edit(path, old, new):
@@ -64,4 +54,5 @@ def test_a_change_in_descriptors_py_reruns_only_the_descriptor_baseline(with_des
     j = src.index('"""', src.index('"""', i) + 3) + 3  # after its docstring
     path.write_text(src[:j] + "\n    _changed = True" + src[j:])
     counts = jobs_to_run(copy, *CONFIG)
-    assert set(counts) - {"all"} == {"train_descriptors", "evaluate_descriptors", "make_leaderboard"}, counts
+    assert set(counts) - {"all"} == {"train_descriptors", "evaluate_descriptors", "make_leaderboard",
+                                     "compare_classes"}, counts

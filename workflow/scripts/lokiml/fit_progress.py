@@ -50,10 +50,10 @@ class EpochProgress(keras.callbacks.Callback):
         now = time.monotonic()
         if self.first is None:
             self.first = (now, batch + 1)
-        if now - self.last < self.every:
-            return
-        self.last = now
         done = batch + 1
+        if now - self.last < self.every or (self.steps and done >= self.steps):
+            return  # the epoch's end has its own line
+        self.last = now
         elapsed = now - self.start
         # the first batch also builds the graph (seconds to minutes): after it, count from its end
         t0, n0 = self.first if done > self.first[1] else (self.start, 0)
