@@ -42,7 +42,7 @@ _LIBRARY = Library(LIBRARY_DIR, read=_read_library_source, cache=".snakemake/lok
 def library_code(script):
     """Digest of the library code that workflow/scripts/{script}.py runs (lokiml/codedigest.py).
 
-    Given to each rule as `params: code=...`: Snakemake's `code` trigger sees only the script,
+    Each of the rules gets it as `params: code=...`. Snakemake's `code` trigger sees only the script;
     this makes a change of the lokiml code the script reaches rerun the rule, and only then.
     """
     path = os.path.join(LIBRARY_DIR, f"{script}.py")
@@ -87,7 +87,7 @@ wildcard_constraints:
 
 
 def gpus(rule):
-    """The `gpu` resource of a rule that uses the GPU: 1, or 0 when the profile asks for it as `gres`.
+    """The `gpu` resource of the GPU rules (1), or 0 when the profile asks for the GPU as `gres`.
 
     One GPU per job (profiles/workstation limits gpu=1, so GPU jobs run one at a time there). The SLURM
     executor plugin turns `gpu` into --gpus=N and `gres` into --gres=...; given both, it submits both and
