@@ -96,7 +96,7 @@ def gpus(rule):
     """
     given = workflow.resource_settings.overwrite_resources.get(rule) or {}
     gres = given.get("gres") if hasattr(given, "get") else None
-    gres = getattr(gres, "value", gres)  # a parsed Resource or a plain value
+    gres = getattr(gres, "raw", gres)  # a parsed Resource (its text as given) or a plain value
     return 0 if gres and "gpu" in str(gres) else 1
 
 
