@@ -1044,9 +1044,9 @@ def leaderboard(experiments, test_metrics, valid_metrics, infos, settings: dict,
         shown["weights"] = [short_weights(w) for w in shown["weights"]]
         shown["training_time"] = [_duration(v) if np.isfinite(v) else "" for v in shown.pop("training_seconds")]
         heads["weights"] = "; ".join(f"{e}: {w}" for e, w in zip(table["experiment"], table["weights"]))
-        labels = {"test_macro_f1": "macro F1", "test_accuracy": "accuracy",
-                  "test_balanced_accuracy": "balanced accuracy", "test_top3_accuracy": "top-3 accuracy",
-                  "test_log_loss": "log loss", "test_ece": "ECE", "valid_macro_f1": "validation macro F1",
+        labels = {"test_macro_f1": "test macro F1", "test_accuracy": "test accuracy",
+                  "test_balanced_accuracy": "test balanced accuracy", "test_top3_accuracy": "test top-3 accuracy",
+                  "test_log_loss": "test log loss", "test_ece": "test ECE", "valid_macro_f1": "validation macro F1",
                   "epochs_run": "epochs", "best_epoch": "best epoch", "training_time": "training time",
                   "n_test": "test objects", "image_size": "image size (px)"}
         heads["valid_macro_f1"] = "mean F1 over all classes, validation split: the ranking"

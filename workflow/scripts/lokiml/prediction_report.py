@@ -78,7 +78,8 @@ def summary_page(summary: dict, counts: pd.DataFrame, bundle: str, table: str) -
             f'<code>{html.escape(str(summary.get("model", "")))}</code>. Upload <code>{html.escape(bundle)}</code> '
             f'to EcoTaxa (Import); the same table without images: <code>{html.escape(table)}</code>.</p>',
             "<h2>Every input row</h2><table><tbody>",
-            _rows((labels.get(k, k), v) for k, v in c.items()), "</tbody></table>"]
+            _rows((labels.get(k, k), c[k]) for k in [*labels, *sorted(set(c) - set(labels))] if k in c),
+            "</tbody></table>"]
     v = summary.get("validated") or {}
     if v.get("validated_in_classes"):
         body.append(f'<p class="note">Objects already validated in EcoTaxa as one of the classes: '
@@ -153,7 +154,7 @@ def plot_examples(examples: pd.DataFrame, zip_path, path, title: str = "", per_r
             save_figure(fig, path, dpi=100)
             return
         fig, axes = plt.subplots(len(cats), per_row, squeeze=False,
-                                 figsize=(1.25 * per_row + 1.8, 1.75 * len(cats) + 0.6))
+                                 figsize=(1.25 * per_row + 1.8, 1.75 * len(cats) + 0.9))
         for ax in axes.ravel():
             ax.axis("off")
         with zipfile.ZipFile(zip_path) as z:
@@ -176,7 +177,7 @@ def plot_examples(examples: pd.DataFrame, zip_path, path, title: str = "", per_r
                         log.warning("%s: not shown (%s)", name, exc)
                     ax.set_title(f"{shorten(row['object_id'], 16)}\nscore {row['score']:.2f}", fontsize=6.5)
         fig.subplots_adjust(left=1.7 / fig.get_figwidth(), wspace=0.1, hspace=0.55,
-                            top=1 - 0.45 / fig.get_figheight())
+                            top=1 - 0.9 / fig.get_figheight())
         if title:
             fig.suptitle(title, fontsize=10)
         save_figure(fig, path, dpi=100)
