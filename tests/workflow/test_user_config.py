@@ -1,0 +1,58 @@
+"""A user's own config (`--configfile my.yaml`) starts from a clean slate of experiments.
+
+Before: a config for one's own export still ran the eight shipped experiments of config/config.yaml
+(46 jobs, the ImageNet ones failing offline) unless each was set to null by name.
+"""
+
+import pytest
+
+from project_copy import make_copy
+from test_workflow import jobs_to_run, snakemake
+
+pytestmark = pytest.mark.workflow
+
+MINE = """demo:
+  scale: 0.4
+normalise:
+  shards: 1
+"""
+EXPERIMENT = """experiments:
+  mine:
+    model: mobilenetv2
+    weights: none
+    image_size: 48
+    epochs: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def wd(project_root, tmp_path_factory):
+    return make_copy(project_root, tmp_path_factory.mktemp("user"))
+
+
+def test_a_config_without_experiments_runs_the_data_stage_only(wd):
+    (wd / "mine.yaml").write_text(MINE)
+    res = snakemake(wd, "-n", "--configfile", "mine.yaml")
+    counts = jobs_to_run(wd, "--configfile", "mine.yaml")
+    assert {"read_export", "split_dataset", "summarise_data", "plot_class_gallery"} <= set(counts), counts
+    assert not {"train_model", "train_descriptors", "resolve_weights", "normalise_images"} & set(counts), counts
+    out = res.stdout + res.stderr
+    assert "not run: " in out and "inceptionv3_pretrained_rmsprop_1000" in out and "keep_shipped_experiments" in out
+
+
+def test_a_config_with_experiments_runs_those_only(wd):
+    (wd / "mine.yaml").write_text(MINE + EXPERIMENT)
+    counts = jobs_to_run(wd, "--configfile", "mine.yaml")
+    assert counts.get("train_model") == 1 and counts.get("evaluate_model") == 1, counts
+    assert "train_descriptors" not in counts and "resolve_weights" not in counts, counts
+
+
+def test_keep_shipped_experiments_merges_into_config_yaml(wd):
+    (wd / "mine.yaml").write_text(MINE + EXPERIMENT + "keep_shipped_experiments: true\n")
+    counts = jobs_to_run(wd, "--configfile", "mine.yaml")
+    assert counts.get("train_model") == 6 and counts.get("train_descriptors") == 2, counts  # 5 shipped CNNs + mine
+
+
+def test_naming_config_yaml_itself_runs_its_experiments(wd):
+    res = snakemake(wd, "-n", "--configfile", "config/config.yaml")  # the shipped file itself, named
+    assert "train_model" in res.stdout and "not run: " not in res.stdout + res.stderr
