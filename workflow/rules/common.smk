@@ -54,8 +54,10 @@ def library_code(script):
 # A config given with --configfile starts from a clean slate of experiments: the experiments of the
 # files given there (and of --config), not those shipped in config/config.yaml (which Snakemake's
 # `configfile:` loaded first and merged the files into), unless `keep_shipped_experiments: true`
-# (config/demo.yaml). A module's config is its user's own: nothing shipped to drop.
-if workflow.overwrite_configfiles and not workflow.modifier.is_module and not config.get("keep_shipped_experiments"):
+# (config/demo.yaml). A module given `config:` skips its `configfile:`: that config is its user's own,
+# nothing shipped to drop (skip_configfile; the root workflow's modifier also says is_module).
+_module_config = getattr(workflow.modifier, "skip_configfile", False)
+if workflow.overwrite_configfiles and not _module_config and not config.get("keep_shipped_experiments"):
     _given = workflow.config_settings.overwrite_config.get("experiments") or {}
     _dropped = sorted(set(config.get("experiments") or {}) - set(_given))
     config["experiments"] = copy.deepcopy(_given)
