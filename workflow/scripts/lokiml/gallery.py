@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import textwrap
+import re
 
 import numpy as np
 import pandas as pd
@@ -51,10 +51,29 @@ def shorten(text: str, width: int) -> str:
 
 
 def wrap(text: str, width: int, lines: int = 2) -> str:
-    """``text`` wrapped at ``width`` characters on at most ``lines`` lines (the last one shortened)."""
-    parts = textwrap.wrap(str(text), width, break_long_words=True, break_on_hyphens=False) or [""]
+    """``text`` on at most ``lines`` lines of at most ``width`` characters (the last one shortened).
+
+    Lines break after a space or an underscore (experiment and class names are snake_case), inside a
+    word only when a word alone is too long.
+    """
+    tokens = [t for t in re.split(r"(?<=[ _])", str(text)) if t]
+    parts, cur = [], ""
+    for tok in tokens:
+        while len(tok) > width:  # a word longer than a line
+            if cur:
+                parts.append(cur)
+                cur = ""
+            parts.append(tok[:width])
+            tok = tok[width:]
+        if len(cur) + len(tok.rstrip()) > width and cur:
+            parts.append(cur)
+            cur = ""
+        cur += tok
+    if cur or not parts:
+        parts.append(cur)
+    parts = [p.rstrip() for p in parts]
     if len(parts) > lines:
-        parts = parts[: lines - 1] + [shorten(" ".join(parts[lines - 1:]), width)]
+        parts = parts[: lines - 1] + [shorten("".join(parts[lines - 1:]), width)]
     return "\n".join(parts)
 
 

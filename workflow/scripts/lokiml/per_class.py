@@ -52,7 +52,7 @@ def plot_per_class(test: pd.DataFrame, path, title: str = "") -> None:
         fig, ax = plt.subplots(figsize=(max(5.0, 1.0 * n_exp + 3.0), max(2.5, 0.42 * n_cls + 2.2)))
         im = ax.imshow(np.ma.masked_invalid(values), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_xticks(np.arange(n_exp))
-        ax.set_xticklabels([wrap(e, 22, 2) for e in test.columns], fontsize=8, rotation=30, ha="right",
+        ax.set_xticklabels([wrap(e, 22, 3) for e in test.columns], fontsize=8, rotation=30, ha="right",
                            rotation_mode="anchor")
         ax.set_yticks(np.arange(n_cls))
         ax.set_yticklabels([wrap(c, 28, 2) for c in test.index], fontsize=9)
