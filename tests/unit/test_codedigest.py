@@ -128,3 +128,15 @@ def test_every_rule_with_a_script_has_its_code_param(project_root):
             if f'code=library_code("{script.group(1)}")' not in block:
                 missing.append(m.group(1))
     assert not missing, missing
+
+
+def test_digests_do_not_depend_on_the_order_scripts_are_read(scripts):
+    """Each script's digest alone equals the one computed after every other script (one Library, as
+    common.smk has): the per-statement caches must never mix two scripts' statements up."""
+    names = sorted(p.stem for p in scripts.glob("*.py"))
+    alone = {n: Library(scripts).digest(scripts / f"{n}.py") for n in names}
+    for order in (names, names[::-1]):
+        lib = Library(scripts)
+        assert {n: lib.digest(scripts / f"{n}.py") for n in order} == alone
+    empty = "da39a3ee5e6b4b0d"  # sha1 of nothing: no library code reached
+    assert empty not in alone.values(), [n for n, d in alone.items() if d == empty]

@@ -148,10 +148,19 @@ class Library:
         self._modules: dict[str, _Module | None] = {}
         self._digests: dict[str, str] = {}
         # per statement (the trees live as long as this object, so id() is safe)
+        self._scripts: dict[str, _Module] = {}
         self._refs: dict[int, list] = {}
         self._dumps: dict[int, str] = {}
         self._cache = Path(cache) if cache and self._local else None
         self._stamp = None
+
+    def _script(self, script: str) -> _Module:
+        """The parsed script, kept as long as this object: the per-statement caches are keyed by id(), and
+        a freed tree's ids are reused by the next one (a script's digest then came out of another's
+        references: an empty digest, different from one process to the next)."""
+        if script not in self._scripts:
+            self._scripts[script] = _Module("__script__", self._read(script), script, self.package)
+        return self._scripts[script]
 
     def _refs_of(self, node: ast.AST) -> list:
         key = id(node)
@@ -193,8 +202,7 @@ class Library:
         The script itself is module ``"__script__"`` (its whole top level is the start).
         """
         script = str(script)
-        start = _Module("__script__", self._read(script), script, self.package)
-        self._modules.setdefault("__script__", None)
+        start = self._script(script)
         modules = {"__script__": start}
         seen: dict[tuple[str, str], list[ast.stmt]] = {}
         todo: list[tuple[_Module, ast.AST]] = [(start, s) for s in start.tree.body]
@@ -260,7 +268,7 @@ class Library:
         to exist for the import to succeed (a remote module's files are fetched by reading them).
         """
         script = str(script)
-        start = _Module("__script__", self._read(script), script, self.package)
+        start = self._script(script)
         found: set[str] = set()
         todo = [start]
         while todo:
