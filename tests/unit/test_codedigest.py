@@ -140,3 +140,15 @@ def test_digests_do_not_depend_on_the_order_scripts_are_read(scripts):
         assert {n: lib.digest(scripts / f"{n}.py") for n in order} == alone
     empty = "da39a3ee5e6b4b0d"  # sha1 of nothing: no library code reached
     assert empty not in alone.values(), [n for n, d in alone.items() if d == empty]
+
+
+def test_a_module_alias_with_an_attribute_reaches_that_attribute_only(scripts):
+    """`images.decode_grey` reaches decode_grey, not every function of images.py (the alias `images` is
+    the base of the attribute, not a module passed around)."""
+    lib = Library(scripts)
+    path = scripts / "lokiml" / "probe.py"
+    path.write_text("from . import images\n\n\ndef probe(data):\n    return images.decode_grey(data, 'x')\n")
+    script = scripts / "probe_script.py"
+    script.write_text("def main():\n    from lokiml.probe import probe\n    return probe(b'')\n")
+    names = {n for m, n in lib.reached(script) if m == "lokiml.images"}
+    assert "decode_grey" in names and "normalise" not in names, names

@@ -170,9 +170,12 @@ def test_menu_lists_the_leaderboard_first_then_data_predictions_and_the_experime
     browser = open_browser()
     browser.get(report.as_uri())
     browser.run("app.setView({navbarMode: 'menu', content: 'rulegraph'})")
-    # the navbar's list only (the start page's description has lists of its own)
-    items = browser.run("return Array.from(document.querySelectorAll('#app > div > div:first-child li'))"
-                        ".map(l => l.textContent.trim()).filter(t => t)")
+    # the menu's own list (the start page's description has lists of its own): the items beside its
+    # "Results" heading
+    items = browser.run("""const h = Array.from(document.querySelectorAll('#app li'))
+                               .find(l => l.textContent.trim() === 'Results');
+                           return h ? Array.from(h.parentElement.children).map(l => l.textContent.trim())
+                                    : ['no Results heading']""")
     results = items[items.index("Results") + 1:]
     assert results[:3] == ["1. Leaderboard", "2. Data", "3. Predictions"], items
     assert set(results[3:]) == {"tiny", "tiny_descriptors"}, items

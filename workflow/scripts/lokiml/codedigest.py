@@ -119,18 +119,22 @@ def _references(node: ast.AST) -> list:
 
 
 def _walk_references(node: ast.AST):
+    """Bare names, and `name.a.b` chains whose base is a name (that base is not also a bare use)."""
+    bases = set()
     for sub in ast.walk(node):
-        if isinstance(sub, ast.Name):
-            yield sub.id, None
-        elif isinstance(sub, ast.Attribute):
+        if isinstance(sub, ast.Attribute):
             chain = []
             cur = sub
             while isinstance(cur, ast.Attribute):
                 chain.append(cur.attr)
                 cur = cur.value
             if isinstance(cur, ast.Name):
+                bases.add(id(cur))
                 chain.reverse()
                 yield cur.id, chain
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and id(sub) not in bases:
+            yield sub.id, None
 
 
 class Library:
