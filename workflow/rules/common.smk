@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+
 # The library (workflow/scripts/lokiml) on sys.path, from where this workflow's files are: a
 # checkout, a module of another project's Snakefile (`module lokiml: snakefile: ...`), or a remote
 # module (`snakefile: github(...)`), whose files workflow.source_path fetches into Snakemake's source
@@ -23,14 +24,10 @@ else:
         with open(workflow.source_path(f"../scripts/{rel}"), encoding="utf-8") as fh:
             return fh.read()
 
-    LIBRARY_DIR = str(
-        Path(workflow.source_path("../scripts/lokiml/__init__.py")).parent.parent
-    )
+    LIBRARY_DIR = str(Path(workflow.source_path("../scripts/lokiml/__init__.py")).parent.parent)
     for _name in ("errors.py", "config.py", "codedigest.py"):
         workflow.source_path(f"../scripts/lokiml/{_name}")
-    workflow.source_path(
-        "../schemas/config.schema.yaml"
-    )  # lokiml.config reads it beside the library
+    workflow.source_path("../schemas/config.schema.yaml")  # lokiml.config reads it beside the library
 if LIBRARY_DIR not in sys.path:
     sys.path.insert(0, LIBRARY_DIR)
 
@@ -39,9 +36,7 @@ from lokiml.codedigest import Library  # noqa: E402
 from lokiml.errors import ConfigError  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
 
-_LIBRARY = Library(
-    LIBRARY_DIR, read=_read_library_source, cache=".snakemake/lokiml/code_digests.json"
-)
+_LIBRARY = Library(LIBRARY_DIR, read=_read_library_source, cache=".snakemake/lokiml/code_digests.json")
 
 
 def library_code(script):
@@ -52,9 +47,7 @@ def library_code(script):
     """
     path = os.path.join(LIBRARY_DIR, f"{script}.py")
     if _read_library_source is not None:
-        _LIBRARY.imported(
-            path
-        )  # a remote module: fetch every module the script's imports load
+        _LIBRARY.imported(path)  # a remote module: fetch every module the script's imports load
     return _LIBRARY.digest(path)
 
 
@@ -64,11 +57,7 @@ def library_code(script):
 # (config/demo.yaml). A module given `config:` skips its `configfile:`: that config is its user's own,
 # nothing shipped to drop (skip_configfile; the root workflow's modifier also says is_module).
 _module_config = getattr(workflow.modifier, "skip_configfile", False)
-if (
-    workflow.overwrite_configfiles
-    and not _module_config
-    and not config.get("keep_shipped_experiments")
-):
+if workflow.overwrite_configfiles and not _module_config and not config.get("keep_shipped_experiments"):
     _given = workflow.config_settings.overwrite_config.get("experiments") or {}
     _dropped = sorted(set(config.get("experiments") or {}) - set(_given))
     config["experiments"] = copy.deepcopy(_given)
@@ -109,9 +98,7 @@ def gpus(rule):
     """
     given = workflow.resource_settings.overwrite_resources.get(rule) or {}
     gres = given.get("gres") if hasattr(given, "get") else None
-    gres = getattr(
-        gres, "raw", gres
-    )  # a parsed Resource (its text as given) or a plain value
+    gres = getattr(gres, "raw", gres)  # a parsed Resource (its text as given) or a plain value
     return 0 if gres and "gpu" in str(gres) else 1
 
 
@@ -121,10 +108,7 @@ def get_display_normalisation():
     256 px; 128 px without CNN experiments)."""
     n = config["normalise"]
     size = min(min(SIZES), 256) if SIZES else 128
-    return {
-        "size": size,
-        **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")},
-    }
+    return {"size": size, **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")}}
 
 
 def get_export():
@@ -170,28 +154,14 @@ def get_all_targets():
     # figure or table is made again. rules.* exist here: rule all is parsed after the includes.
     targets += list(rules.plot_data_summary.output)
     targets += expand(list(rules.evaluate_model.output), experiment=CNN_EXPERIMENTS)
-    targets += expand(
-        list(rules.evaluate_descriptors.output), experiment=DESCRIPTOR_EXPERIMENTS
-    )
-    targets += expand(
-        list(rules.evaluate_deep_features.output), experiment=DEEP_FEATURE_EXPERIMENTS
-    )
-    targets += expand(
-        list(rules.estimate_descriptors.output),
-        experiment=ESTIMATED_DESCRIPTOR_EXPERIMENTS,
-    )
-    targets += expand(
-        list(rules.estimate_deep_features.output),
-        experiment=ESTIMATED_DEEP_FEATURE_EXPERIMENTS,
-    )
+    targets += expand(list(rules.evaluate_descriptors.output), experiment=DESCRIPTOR_EXPERIMENTS)
+    targets += expand(list(rules.evaluate_deep_features.output), experiment=DEEP_FEATURE_EXPERIMENTS)
+    targets += expand(list(rules.estimate_descriptors.output), experiment=ESTIMATED_DESCRIPTOR_EXPERIMENTS)
+    targets += expand(list(rules.estimate_deep_features.output), experiment=ESTIMATED_DEEP_FEATURE_EXPERIMENTS)
     if EVALUATED_EXPERIMENTS:
-        targets += list(rules.make_leaderboard.output) + list(
-            rules.compare_classes.output
-        )
+        targets += list(rules.make_leaderboard.output) + list(rules.compare_classes.output)
     targets += list(rules.plot_class_gallery.output)
-    targets += expand(
-        f"{EXP}/{{experiment}}/normalisation.json", experiment=CNN_EXPERIMENTS
-    )
+    targets += expand(f"{EXP}/{{experiment}}/normalisation.json", experiment=CNN_EXPERIMENTS)
     if PREDICTIONS:
         targets += expand(list(rules.predict_images.output), prediction=PREDICTIONS)
         targets += expand(list(rules.report_prediction.output), prediction=PREDICTIONS)
@@ -200,37 +170,21 @@ def get_all_targets():
 
 EXP = "results/experiments"
 EVAL = "results/evaluation"
-CNN_EXPERIMENTS = sorted(
-    n for n, e in config["experiments"].items() if e["kind"] == "cnn"
-)
-DESCRIPTOR_EXPERIMENTS = sorted(
-    n for n, e in config["experiments"].items() if e["kind"] == "descriptors"
-)
-DEEP_FEATURE_EXPERIMENTS = sorted(
-    n for n, e in config["experiments"].items() if e["kind"] == "deep_features"
-)
+CNN_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "cnn")
+DESCRIPTOR_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "descriptors")
+DEEP_FEATURE_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "deep_features")
 # The CNN experiments whose features a deep_features experiment uses (lokiml.config checks that they are CNNs).
-DEEP_FEATURE_CNNS = sorted(
-    {config["experiments"][n]["cnn"] for n in DEEP_FEATURE_EXPERIMENTS}
-)
+DEEP_FEATURE_CNNS = sorted({config["experiments"][n]["cnn"] for n in DEEP_FEATURE_EXPERIMENTS})
 # Every experiment with evaluation outputs (results/evaluation/{experiment}/...): on the leaderboard.
-EVALUATED_EXPERIMENTS = sorted(
-    CNN_EXPERIMENTS + DESCRIPTOR_EXPERIMENTS + DEEP_FEATURE_EXPERIMENTS
-)
+EVALUATED_EXPERIMENTS = sorted(CNN_EXPERIMENTS + DESCRIPTOR_EXPERIMENTS + DEEP_FEATURE_EXPERIMENTS)
 # The scikit-learn experiments with a repeated estimate (estimate: not null), and those that use morphometrics.
-ESTIMATED_DESCRIPTOR_EXPERIMENTS = sorted(
-    n for n in DESCRIPTOR_EXPERIMENTS if config["experiments"][n]["estimate"]
-)
+ESTIMATED_DESCRIPTOR_EXPERIMENTS = sorted(n for n in DESCRIPTOR_EXPERIMENTS if config["experiments"][n]["estimate"])
 ESTIMATED_DEEP_FEATURE_EXPERIMENTS = sorted(
     n for n in DEEP_FEATURE_EXPERIMENTS if config["experiments"][n]["estimate"]
 )
-ESTIMATED_EXPERIMENTS = sorted(
-    ESTIMATED_DESCRIPTOR_EXPERIMENTS + ESTIMATED_DEEP_FEATURE_EXPERIMENTS
-)
+ESTIMATED_EXPERIMENTS = sorted(ESTIMATED_DESCRIPTOR_EXPERIMENTS + ESTIMATED_DEEP_FEATURE_EXPERIMENTS)
 MORPHOMETRIC_EXPERIMENTS = sorted(
-    n
-    for n in DESCRIPTOR_EXPERIMENTS
-    if config["experiments"][n]["features"] in ("auto", "morphometrics", "both")
+    n for n in DESCRIPTOR_EXPERIMENTS if config["experiments"][n]["features"] in ("auto", "morphometrics", "both")
 )
 
 
@@ -275,11 +229,7 @@ def get_training_inputs(wildcards):
     exp = config["experiments"][wildcards.experiment]
     size = exp["image_size"]
     shards = get_shards(size)
-    inputs = {
-        "split": f"{DATA}/split.tsv",
-        "npys": shards["npy"],
-        "indexes": shards["index"],
-    }
+    inputs = {"split": f"{DATA}/split.tsv", "npys": shards["npy"], "indexes": shards["index"]}
     weights = get_weights_file(wildcards.experiment)
     if weights:
         inputs["weights"] = weights
@@ -325,17 +275,11 @@ def get_leaderboard_settings():
     deep_features experiment its classifier, the CNN it takes the features of, and that CNN's image size.
     """
     settings = {
-        name: {
-            k: config["experiments"][name][k]
-            for k in ("model", "weights", "image_size")
-        }
+        name: {k: config["experiments"][name][k] for k in ("model", "weights", "image_size")}
         for name in CNN_EXPERIMENTS
     }
     for name in DESCRIPTOR_EXPERIMENTS:
-        settings[name] = {
-            "model": config["experiments"][name]["classifier"],
-            "weights": "descriptors",
-        }
+        settings[name] = {"model": config["experiments"][name]["classifier"], "weights": "descriptors"}
     for name in DEEP_FEATURE_EXPERIMENTS:
         exp = config["experiments"][name]
         settings[name] = {
@@ -347,15 +291,8 @@ def get_leaderboard_settings():
 
 
 SKLEARN_KEYS = (
-    "kind",
-    "classifier",
-    "param_grid",
-    "max_missing",
-    "exclude_columns",
-    "include_columns",
-    "refit",
-    "early_stopping_rounds",
-    "seed",
+    "kind", "classifier", "param_grid", "max_missing", "exclude_columns", "include_columns", "refit",
+    "early_stopping_rounds", "seed",
 )
 
 
@@ -373,18 +310,12 @@ def get_deep_features_params(wildcards):
 
 def get_descriptor_estimate_params(wildcards):
     """The keys the estimate of a descriptors experiment uses: its training keys and `estimate`."""
-    return {
-        **get_descriptor_params(wildcards),
-        "estimate": config["experiments"][wildcards.experiment]["estimate"],
-    }
+    return {**get_descriptor_params(wildcards), "estimate": config["experiments"][wildcards.experiment]["estimate"]}
 
 
 def get_deep_features_estimate_params(wildcards):
     """The keys the estimate of a deep_features experiment uses: its training keys and `estimate`."""
-    return {
-        **get_deep_features_params(wildcards),
-        "estimate": config["experiments"][wildcards.experiment]["estimate"],
-    }
+    return {**get_deep_features_params(wildcards), "estimate": config["experiments"][wildcards.experiment]["estimate"]}
 
 
 def get_morphometrics_params():
@@ -414,17 +345,9 @@ def get_descriptor_evaluation_inputs(wildcards):
     exp_dir = f"{EXP}/{wildcards.experiment}"
     inputs = {
         **get_descriptor_training_inputs(wildcards),
-        **{
-            k: f"{exp_dir}/{f}"
-            for k, f in (
-                ("model", "model.pkl"),
-                ("classes", "classes.txt"),
-                ("columns", "columns.tsv"),
-                ("grid", "grid.tsv"),
-                ("info", "train_info.json"),
-                ("valid", "valid_probabilities.tsv"),
-            )
-        },
+        **{k: f"{exp_dir}/{f}" for k, f in (("model", "model.pkl"), ("classes", "classes.txt"),
+                                            ("columns", "columns.tsv"), ("grid", "grid.tsv"),
+                                            ("info", "train_info.json"), ("valid", "valid_probabilities.tsv"))},
     }
     return {**inputs, **get_estimate_input(wildcards.experiment)}
 
@@ -508,16 +431,11 @@ def get_deep_features_cnn(wildcards):
 def get_demo_weights_normalisation(wildcards):
     """How the demo weights' calibration images are normalised: as the store's, at the smallest image size
     of the experiments that use this backbone."""
-    sizes = [
-        e["image_size"]
-        for e in config["experiments"].values()
-        if e["kind"] == "cnn" and e["model"].lower() == wildcards.model
-    ]
+    sizes = [e["image_size"] for e in config["experiments"].values()
+             if e["kind"] == "cnn" and e["model"].lower() == wildcards.model]
     n = config["normalise"]
-    return {
-        "size": min(sizes) if sizes else min(SIZES),
-        **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")},
-    }
+    return {"size": min(sizes) if sizes else min(SIZES),
+            **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")}}
 
 
 def get_normalisation_params(wildcards):
@@ -550,11 +468,7 @@ def get_prediction_params(wildcards):
     return {k: job[k] for k in ("threshold", "statuses_to_keep", "batch_size")}
 
 
-def evaluation_outputs(
-    curves_caption="../report/training_curves.rst",
-    curves_label="training curves",
-    kind="cnn",
-):
+def evaluation_outputs(curves_caption="../report/training_curves.rst", curves_label="training curves", kind="cnn"):
     """The outputs of evaluate_model and evaluate_descriptors, the same files for every kind of experiment.
 
     Keys: summary, summary_html, curves, and {split}_{key} for lokiml.evaluate.SPLITS x SPLIT_OUTPUTS.
@@ -562,32 +476,22 @@ def evaluation_outputs(
     sees the normalised images; a descriptors or deep_features experiment has a grid search and a
     classifier that sees numbers.
     """
-    summary_caption = (
-        "../report/summary.rst" if kind == "cnn" else "../report/summary_features.rst"
-    )
-    mistakes_caption = (
-        "../report/mistakes.rst" if kind == "cnn" else "../report/mistakes_features.rst"
-    )
+    summary_caption = "../report/summary.rst" if kind == "cnn" else "../report/summary_features.rst"
+    mistakes_caption = "../report/mistakes.rst" if kind == "cnn" else "../report/mistakes_features.rst"
     return {
         "summary_html": report(
             f"{EVAL}/{{experiment}}/summary.html",
             caption=summary_caption,
             category="{experiment}",
             subcategory="summary",
-            labels={
-                "result": "summary (model, results, training, data)",
-                "type": "table",
-            },
+            labels={"result": "summary (model, results, training, data)", "type": "table"},
         ),
         "summary": report(
             f"{EVAL}/{{experiment}}/summary.txt",
             caption=summary_caption,
             category="{experiment}",
             subcategory="summary",
-            labels={
-                "result": "summary (model, results, training, data)",
-                "type": "text (download)",
-            },
+            labels={"result": "summary (model, results, training, data)", "type": "text (download)"},
         ),
         "curves": report(
             f"{EVAL}/{{experiment}}/training_curves.svg",

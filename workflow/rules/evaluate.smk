@@ -12,19 +12,8 @@ rule evaluate_model:
         unpack(get_evaluation_inputs),
     output:
         **evaluation_outputs(),
-    log:
-        "logs/evaluate_model/{experiment}.log",
-    benchmark:
-        "benchmarks/out/evaluate_model/{experiment}.tsv"
     wildcard_constraints:
         experiment=one_of(CNN_EXPERIMENTS),
-    conda:
-        "../envs/train.yaml"
-    threads: 2
-    resources:
-        gpu=gpus("evaluate_model"),
-        mem_mb=8000,
-        runtime=4 * 60,
     params:
         code=library_code("evaluate_model"),
         classes=config["classes"],
@@ -32,6 +21,17 @@ rule evaluate_model:
         batch_size=get_evaluation_batch_size,
         include_augmented=False,
         ece_bins=15,
+    threads: 2
+    resources:
+        gpu=gpus("evaluate_model"),
+        mem_mb=8000,
+        runtime=4 * 60,
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/evaluate_model/{experiment}.log",
+    benchmark:
+        "benchmarks/out/evaluate_model/{experiment}.tsv"
     script:
         "../scripts/evaluate_model.py"
 
@@ -45,26 +45,24 @@ rule evaluate_descriptors:
         unpack(get_descriptor_evaluation_inputs),
         export=get_export(),
     output:
-        **evaluation_outputs(
-            "../report/grid_search.rst", "hyper-parameter search", kind="features"
-        ),
-    log:
-        "logs/evaluate_descriptors/{experiment}.log",
-    benchmark:
-        "benchmarks/out/evaluate_descriptors/{experiment}.tsv"
+        **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search", kind="features"),
     wildcard_constraints:
         experiment=one_of(DESCRIPTOR_EXPERIMENTS),
-    conda:
-        "../envs/train.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
     params:
         images=get_display_normalisation(),
         code=library_code("evaluate_descriptors"),
         classes=config["classes"],
         ece_bins=15,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/evaluate_descriptors/{experiment}.log",
+    benchmark:
+        "benchmarks/out/evaluate_descriptors/{experiment}.tsv"
     script:
         "../scripts/evaluate_descriptors.py"
 
@@ -74,46 +72,34 @@ rule evaluate_deep_features:
     input:
         unpack(get_deep_features_evaluation_inputs),
     output:
-        **evaluation_outputs(
-            "../report/grid_search.rst", "hyper-parameter search", kind="features"
-        ),
-    log:
-        "logs/evaluate_deep_features/{experiment}.log",
-    benchmark:
-        "benchmarks/out/evaluate_deep_features/{experiment}.tsv"
+        **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search", kind="features"),
     wildcard_constraints:
         experiment=one_of(DEEP_FEATURE_EXPERIMENTS),
-    conda:
-        "../envs/train.yaml"
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=30,
     params:
         code=library_code("evaluate_deep_features"),
         classes=config["classes"],
         cnn=get_deep_features_cnn,
         ece_bins=15,
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/evaluate_deep_features/{experiment}.log",
+    benchmark:
+        "benchmarks/out/evaluate_deep_features/{experiment}.tsv"
     script:
         "../scripts/evaluate_deep_features.py"
 
 
 rule make_leaderboard:
     input:
-        test_metrics=expand(
-            f"{EVAL}/{{experiment}}/test/metrics.json",
-            experiment=EVALUATED_EXPERIMENTS,
-        ),
-        valid_metrics=expand(
-            f"{EVAL}/{{experiment}}/valid/metrics.json",
-            experiment=EVALUATED_EXPERIMENTS,
-        ),
-        infos=expand(
-            f"{EXP}/{{experiment}}/train_info.json", experiment=EVALUATED_EXPERIMENTS
-        ),
-        estimates=expand(
-            f"{EVAL}/{{experiment}}/estimate.json", experiment=ESTIMATED_EXPERIMENTS
-        ),
+        test_metrics=expand(f"{EVAL}/{{experiment}}/test/metrics.json", experiment=EVALUATED_EXPERIMENTS),
+        valid_metrics=expand(f"{EVAL}/{{experiment}}/valid/metrics.json", experiment=EVALUATED_EXPERIMENTS),
+        infos=expand(f"{EXP}/{{experiment}}/train_info.json", experiment=EVALUATED_EXPERIMENTS),
+        estimates=expand(f"{EVAL}/{{experiment}}/estimate.json", experiment=ESTIMATED_EXPERIMENTS),
     output:
         html=report(
             f"{EVAL}/leaderboard.html",
@@ -133,16 +119,16 @@ rule make_leaderboard:
             category=REPORT_LEADERBOARD,
             labels={"result": "scores per experiment", "type": "figure"},
         ),
-    log:
-        "logs/make_leaderboard.log",
-    localrule: True
-    conda:
-        "../envs/train.yaml"
     params:
         code=library_code("make_leaderboard"),
         experiments=EVALUATED_EXPERIMENTS,
         estimated=ESTIMATED_EXPERIMENTS,
         settings=get_leaderboard_settings(),
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/make_leaderboard.log",
+    localrule: True
     script:
         "../scripts/make_leaderboard.py"
 
@@ -162,39 +148,30 @@ rule plot_data_summary:
             f"{DATA}/report/objects_per_class.svg",
             caption="../report/objects_per_class.rst",
             category=REPORT_DATA,
-            labels={
-                "result": "objects per class, before and after balancing",
-                "type": "figure",
-            },
+            labels={"result": "objects per class, before and after balancing", "type": "figure"},
         ),
         dropped=report(
             f"{DATA}/report/dropped_rows.svg",
             caption="../report/dropped_rows.rst",
             category=REPORT_DATA,
-            labels={
-                "result": "rows of the export: used or dropped, by reason",
-                "type": "figure",
-            },
+            labels={"result": "rows of the export: used or dropped, by reason", "type": "figure"},
         ),
         splits=report(
             f"{DATA}/report/split_sizes.svg",
             caption="../report/split_sizes.rst",
             category=REPORT_DATA,
-            labels={
-                "result": "train / validation / test split per class",
-                "type": "figure",
-            },
+            labels={"result": "train / validation / test split per class", "type": "figure"},
         ),
-    log:
-        "logs/plot_data_summary.log",
-    # what a user should read first: before any training job that is ready at the same time
-    priority: 100
-    localrule: True
-    conda:
-        "../envs/train.yaml"
     params:
         code=library_code("plot_data_summary"),
         classes=config["classes"],
         cap=config["balance"]["cap"],
+    # what a user should read first: before any training job that is ready at the same time
+    priority: 100
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/plot_data_summary.log",
+    localrule: True
     script:
         "../scripts/plot_data_summary.py"

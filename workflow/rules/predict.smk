@@ -14,14 +14,14 @@ rule record_normalisation:
         objects=f"{DATA}/objects.tsv",
     output:
         record=f"{EXP}/{{experiment}}/normalisation.json",
-    log:
-        "logs/record_normalisation/{experiment}.log",
-    localrule: True
-    conda:
-        "../envs/data.yaml"
     params:
         code=library_code("record_normalisation"),
         normalisation=get_normalisation_params,
+    conda:
+        "../envs/data.yaml"
+    log:
+        "logs/record_normalisation/{experiment}.log",
+    localrule: True
     script:
         "../scripts/record_normalisation.py"
 
@@ -34,19 +34,19 @@ rule predict_images:
         bundle=f"{PRED}/{{prediction}}/ecotaxa_{{prediction}}.zip",
         top3=f"{PRED}/{{prediction}}/top3.csv",
         summary=f"{PRED}/{{prediction}}/summary.json",
-    log:
-        "logs/predict_images/{prediction}.log",
-    benchmark:
-        "benchmarks/out/predict_images/{prediction}.tsv"
-    conda:
-        "../envs/train.yaml"
+    params:
+        code=library_code("predict_images"),
+        job=get_prediction_params,
     threads: 2
     resources:
         gpu=gpus("predict_images"),
         mem_mb=8000,
         runtime=4 * 60,
-    params:
-        code=library_code("predict_images"),
-        job=get_prediction_params,
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/predict_images/{prediction}.log",
+    benchmark:
+        "benchmarks/out/predict_images/{prediction}.tsv"
     script:
         "../scripts/predict_images.py"
