@@ -18,9 +18,13 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-## run: the whole workflow on the built-in demo dataset, on $(CORES) cores
+## run: the whole workflow on the built-in demo dataset, on $(CORES) cores, then its report
 run: $(STAMP)
 	$(SNAKEMAKE) --workflow-profile profiles/workstation --cores $(CORES) --configfile config/demo.yaml
+	$(SNAKEMAKE) --workflow-profile profiles/workstation --cores $(CORES) --configfile config/demo.yaml --report results/report.html --quiet all
+	@echo ""
+	@echo "Done. The report: $(CURDIR)/results/report.html (open it in a web browser)."
+	@echo "Start with its 1. Leaderboard and 2. Data pages; logs are in logs/, results in results/."
 
 ## test: the whole test suite (unit, workflow, SLURM when available)
 test: $(STAMP)
@@ -39,6 +43,7 @@ dag: $(STAMP)
 ## report: the HTML report of the demo run (after make run)
 report: $(STAMP)
 	$(SNAKEMAKE) --workflow-profile profiles/workstation --cores $(CORES) --configfile config/demo.yaml --report results/report.html
+	@echo "The report: $(CURDIR)/results/report.html"
 
 ## bench: every benchmarks/bench_*.py (with the extra packages of benchmarks/requirements.txt)
 $(BENCH_STAMP): benchmarks/requirements.txt $(STAMP)

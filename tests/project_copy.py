@@ -4,7 +4,7 @@ import os
 import shutil
 import tempfile
 
-COPY = ["Snakefile", "config", "workflow", "profiles", "tests/workflow/tiny.yaml"]
+COPY = ["config", "workflow", "profiles", "tests/workflow/tiny.yaml"]  # Snakemake finds workflow/Snakefile
 
 
 def make_copy(root, dest):

@@ -392,11 +392,12 @@ def write_metrics(path, macro_f1, accuracy=0.5):
     return path
 
 
-def test_leaderboard_sorted_by_test_macro_f1(tmp_path):
+def test_leaderboard_sorted_by_validation_macro_f1(tmp_path):
+    """Ranked by the split a model is chosen by; the test scores (here in the opposite order) don't rank."""
     names = ["resnet", "inception", "mobile", "alpha"]
     f1 = {"resnet": 0.61, "inception": 0.83, "mobile": 0.61, "alpha": 0.42}
-    tests = [write_metrics(tmp_path / f"{n}_t.json", f1[n], accuracy=0.9 - f1[n]) for n in names]
-    valids = [write_metrics(tmp_path / f"{n}_v.json", 0.5) for n in names]
+    tests = [write_metrics(tmp_path / f"{n}_t.json", 1.0 - f1[n], accuracy=0.9 - f1[n]) for n in names]
+    valids = [write_metrics(tmp_path / f"{n}_v.json", f1[n]) for n in names]
     infos = []
     for n in names:
         p = tmp_path / f"{n}_i.json"
@@ -413,6 +414,7 @@ def test_leaderboard_sorted_by_test_macro_f1(tmp_path):
                 "test_ece", "epochs_run", "training_seconds", "model", "weights"]:
         assert col in back.columns, col
     assert "0.8300" in out.read_text()  # fixed format
+    assert back.columns.tolist()[:3] == ["rank", "experiment", "valid_macro_f1"]
     html = (tmp_path / "lb.html").read_text()
     assert html.index("inception") < html.index("alpha")
     before = out.read_bytes(), (tmp_path / "lb.svg").read_bytes(), (tmp_path / "lb.html").read_bytes()

@@ -22,7 +22,8 @@ EXPERIMENT = "tiny"  # tests/workflow/tiny.yaml
 SPLIT_ENTRIES = {"predictions.tsv", "classification_report.html", "confusion_counts.svg", "confusion_normalised.svg",
                  "reliability.svg", "mistakes.jpg"}
 DATA_ENTRIES = {"summary.html", "objects_per_class.svg", "dropped_rows.svg", "split_sizes.svg", "accounting.html",
-                "accounting.tsv"}
+                "accounting.tsv", "class_gallery.jpg"}
+DATA, LEADERBOARD = "2. Data", "1. Leaderboard"  # numbered: the report's menu lists categories alphabetically
 
 
 def _embedded(html: str, name: str):
@@ -55,7 +56,7 @@ def test_report_builds_with_the_workflow_description(report):
 
 def test_report_categories_per_experiment(report):
     _, _, results, categories = report
-    assert {"Data", "Leaderboard", EXPERIMENT} <= set(categories)
+    assert {DATA, LEADERBOARD, EXPERIMENT} <= set(categories)
     assert set(categories[EXPERIMENT]) == {"summary", "training", "test", "valid"}
     for split in ("test", "valid"):
         names = {p.rsplit("/", 1)[-1] for p in categories[EXPERIMENT][split]}
@@ -65,10 +66,10 @@ def test_report_categories_per_experiment(report):
     assert training == ["training_curves.svg"]
     summary = {p.rsplit("/", 1)[-1] for p in categories[EXPERIMENT]["summary"]}
     assert summary == {"summary.html", "summary.txt"}
-    data = {p.rsplit("/", 1)[-1] for sub in categories["Data"].values() for p in sub}
+    data = {p.rsplit("/", 1)[-1] for sub in categories[DATA].values() for p in sub}
     assert data == DATA_ENTRIES
-    board = {p.rsplit("/", 1)[-1] for sub in categories["Leaderboard"].values() for p in sub}
-    assert board == {"leaderboard.html", "leaderboard.tsv", "leaderboard.svg"}
+    board = {p.rsplit("/", 1)[-1] for sub in categories[LEADERBOARD].values() for p in sub}
+    assert board == {"leaderboard.html", "leaderboard.tsv", "leaderboard.svg", "per_class_f1.svg", "per_class_f1.tsv"}
 
 
 def test_every_entry_has_a_caption_labels_and_a_viewable_type(report):
@@ -100,9 +101,19 @@ def test_report_tables_hold_the_numbers(report):
     accounting = _content(results["results/data/report/accounting.html"])
     assert "TOTAL" in accounting and "capped by balance" in accounting and all(c in accounting for c in classes)
     board = _content(results["results/evaluation/leaderboard.html"])
-    assert EXPERIMENT in board and "Scores on the test split" in board and "macro F1" in board
+    assert EXPERIMENT in board and "ranked by macro F1 on the validation split" in board and "macro F1" in board
     svg = _content(results[f"results/evaluation/{EXPERIMENT}/test/confusion_normalised.svg"])
     assert svg.lstrip().startswith("<?xml") and all(f"<!-- {c} -->" in svg for c in classes)
+
+
+def test_captions_fit_the_kind_of_experiment(report):
+    """A CNN's summary caption speaks of checkpoints; the rule graph shows each rule once."""
+    wd, html, results, _ = report
+    assert "checkpoint" in results[f"results/evaluation/{EXPERIMENT}/summary.html"]["caption"]
+    assert "as the model saw it" in results[f"results/evaluation/{EXPERIMENT}/test/mistakes.jpg"]["caption"]
+    block = re.search(r'<script id="rulegraph">(.*?)</script>', html, re.S).group(1)
+    names = re.findall(r'"rule":\s*"(\w+)"', block)
+    assert "train_model" in names and len(names) == len(set(names)), names
 
 
 def test_evaluation_outputs_agree_with_the_split(report):

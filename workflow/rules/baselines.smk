@@ -16,6 +16,7 @@ rule compute_morphometrics:
     output:
         table=f"{DATA}/morphometrics/shard{{shard}}.tsv",
     params:
+        code=library_code("compute_morphometrics"),
         shards=config["normalise"]["shards"],
         **get_morphometrics_params(),
         cache_dir="resources/cache/morphometrics",
@@ -43,6 +44,7 @@ rule estimate_descriptors:
     wildcard_constraints:
         experiment=one_of(ESTIMATED_DESCRIPTOR_EXPERIMENTS),
     params:
+        code=library_code("estimate_descriptors"),
         experiment=get_descriptor_estimate_params,
         classes=config["classes"],
         split=get_estimate_split_params(),
@@ -73,6 +75,7 @@ rule estimate_deep_features:
     wildcard_constraints:
         experiment=one_of(ESTIMATED_DEEP_FEATURE_EXPERIMENTS),
     params:
+        code=library_code("estimate_deep_features"),
         experiment=get_deep_features_estimate_params,
         classes=config["classes"],
         split=get_estimate_split_params(),

@@ -1,15 +1,71 @@
 # Shared set-up: config validation, wildcard constraints and input functions.
 # Nothing heavy happens here: the export is read by rule read_export, not at DAG-build time.
 
+import copy
 import re
 import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+
+# The library (workflow/scripts/lokiml) on sys.path, from where this workflow's files are: a
+# checkout, a module of another project's Snakefile (`module lokiml: snakefile: ...`), or a remote
+# module (`snakefile: github(...)`), whose files workflow.source_path fetches into Snakemake's source
+# cache. Not workflow.basedir: that is the main Snakefile's folder, another project's in a module.
+_RULES_DIR = workflow.current_basedir.get_path_or_uri(secret_free=True)
+if os.path.isdir(_RULES_DIR):
+    LIBRARY_DIR = os.path.normpath(os.path.join(_RULES_DIR, "..", "scripts"))
+    _read_library_source = None
+else:
+
+    def _read_library_source(path):
+        """A library file of a remote module: fetched into the source cache, where jobs import it from."""
+        rel = os.path.relpath(path, LIBRARY_DIR)
+        with open(workflow.source_path(f"../scripts/{rel}"), encoding="utf-8") as fh:
+            return fh.read()
+
+    LIBRARY_DIR = str(Path(workflow.source_path("../scripts/lokiml/__init__.py")).parent.parent)
+    for _name in ("errors.py", "config.py", "codedigest.py"):
+        workflow.source_path(f"../scripts/lokiml/{_name}")
+    workflow.source_path("../schemas/config.schema.yaml")  # lokiml.config reads it beside the library
+if LIBRARY_DIR not in sys.path:
+    sys.path.insert(0, LIBRARY_DIR)
 
 from lokiml.config import validate_config, image_sizes  # noqa: E402
+from lokiml.codedigest import Library  # noqa: E402
 from lokiml.errors import ConfigError  # noqa: E402
+from snakemake.logging import logger  # noqa: E402
+
+_LIBRARY = Library(LIBRARY_DIR, read=_read_library_source, cache=".snakemake/lokiml/code_digests.json")
+
+
+def library_code(script):
+    """Digest of the library code that workflow/scripts/{script}.py runs (lokiml/codedigest.py).
+
+    Each of the rules gets it as `params: code=...`. Snakemake's `code` trigger sees only the script;
+    this makes a change of the lokiml code the script reaches rerun the rule, and only then.
+    """
+    path = os.path.join(LIBRARY_DIR, f"{script}.py")
+    if _read_library_source is not None:
+        _LIBRARY.imported(path)  # a remote module: fetch every module the script's imports load
+    return _LIBRARY.digest(path)
+
+
+# A config given with --configfile starts from a clean slate of experiments: the experiments of the
+# files given there (and of --config), not those shipped in config/config.yaml (which Snakemake's
+# `configfile:` loaded first and merged the files into), unless `keep_shipped_experiments: true`
+# (config/demo.yaml). A module given `config:` skips its `configfile:`: that config is its user's own,
+# nothing shipped to drop (skip_configfile; the root workflow's modifier also says is_module).
+_module_config = getattr(workflow.modifier, "skip_configfile", False)
+if workflow.overwrite_configfiles and not _module_config and not config.get("keep_shipped_experiments"):
+    _given = workflow.config_settings.overwrite_config.get("experiments") or {}
+    _dropped = sorted(set(config.get("experiments") or {}) - set(_given))
+    config["experiments"] = copy.deepcopy(_given)
+    if _dropped:
+        logger.info(
+            f"experiments: only those of the --configfile files ({', '.join(sorted(_given)) or 'none'}); "
+            f"not run: {', '.join(_dropped)} (set keep_shipped_experiments: true to keep config/config.yaml's)"
+        )
 
 try:
     _validated = validate_config(config)
@@ -30,6 +86,29 @@ wildcard_constraints:
     prediction=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     # no wildcard may start with a dot: lokiml.io's temporary names (.<name>.<random><suffix>) never match a pattern
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+def gpus(rule):
+    """The `gpu` resource of the GPU rules (1), or 0 when the profile asks for the GPU as `gres`.
+
+    One GPU per job (profiles/workstation limits gpu=1, so GPU jobs run one at a time there). The SLURM
+    executor plugin turns `gpu` into --gpus=N and `gres` into --gres=...; given both, it submits both and
+    the job asks for its GPU twice. A cluster that wants --gres=gpu:1 sets `gres: "gpu:1"` for the rule
+    under set-resources (README: SLURM), and this makes the rule's own `gpu` 0 so that only --gres is sent.
+    """
+    given = workflow.resource_settings.overwrite_resources.get(rule) or {}
+    gres = given.get("gres") if hasattr(given, "get") else None
+    gres = getattr(gres, "raw", gres)  # a parsed Resource (its text as given) or a plain value
+    return 0 if gres and "gpu" in str(gres) else 1
+
+
+def get_display_normalisation():
+    """How images are normalised where the report shows them (class gallery, mistakes of descriptor
+    experiments): the config's `normalise:` at the smallest image size of the CNN experiments (at most
+    256 px; 128 px without CNN experiments)."""
+    n = config["normalise"]
+    size = min(min(SIZES), 256) if SIZES else 128
+    return {"size": size, **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")}}
 
 
 def get_export():
@@ -80,10 +159,12 @@ def get_all_targets():
     targets += expand(list(rules.estimate_descriptors.output), experiment=ESTIMATED_DESCRIPTOR_EXPERIMENTS)
     targets += expand(list(rules.estimate_deep_features.output), experiment=ESTIMATED_DEEP_FEATURE_EXPERIMENTS)
     if EVALUATED_EXPERIMENTS:
-        targets += list(rules.make_leaderboard.output)
+        targets += list(rules.make_leaderboard.output) + list(rules.compare_classes.output)
+    targets += list(rules.plot_class_gallery.output)
     targets += expand(f"{EXP}/{{experiment}}/normalisation.json", experiment=CNN_EXPERIMENTS)
     if PREDICTIONS:
         targets += expand(list(rules.predict_images.output), prediction=PREDICTIONS)
+        targets += expand(list(rules.report_prediction.output), prediction=PREDICTIONS)
     return targets
 
 
@@ -105,6 +186,13 @@ ESTIMATED_EXPERIMENTS = sorted(ESTIMATED_DESCRIPTOR_EXPERIMENTS + ESTIMATED_DEEP
 MORPHOMETRIC_EXPERIMENTS = sorted(
     n for n in DESCRIPTOR_EXPERIMENTS if config["experiments"][n]["features"] in ("auto", "morphometrics", "both")
 )
+
+
+# Report categories. Snakemake's report lists categories in alphabetical order; the numbers put the
+# leaderboard first, then the data and the predictions, then one category per experiment.
+REPORT_LEADERBOARD = "1. Leaderboard"
+REPORT_DATA = "2. Data"
+REPORT_PREDICTIONS = "3. Predictions"
 
 
 def one_of(names):
@@ -340,15 +428,14 @@ def get_deep_features_cnn(wildcards):
     return {k: cnn[k] for k in ("model", "weights", "image_size", "fine_tune")}
 
 
-def get_demo_weights_inputs(wildcards):
-    """The training images that calibrate the demo's stand-in weights of a backbone.
-
-    At the smallest image size of the experiments that use this backbone.
-    """
+def get_demo_weights_normalisation(wildcards):
+    """How the demo weights' calibration images are normalised: as the store's, at the smallest image size
+    of the experiments that use this backbone."""
     sizes = [e["image_size"] for e in config["experiments"].values()
              if e["kind"] == "cnn" and e["model"].lower() == wildcards.model]
-    shards = get_shards(min(sizes) if sizes else min(SIZES))
-    return {"split": f"{DATA}/split.tsv", "npys": shards["npy"], "indexes": shards["index"]}
+    n = config["normalise"]
+    return {"size": min(sizes) if sizes else min(SIZES),
+            **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")}}
 
 
 def get_normalisation_params(wildcards):
@@ -382,22 +469,27 @@ def get_prediction_params(wildcards):
     return {k: job[k] for k in ("threshold", "statuses_to_keep", "batch_size")}
 
 
-def evaluation_outputs(curves_caption="../report/training_curves.rst", curves_label="training curves"):
+def evaluation_outputs(curves_caption="../report/training_curves.rst", curves_label="training curves", kind="cnn"):
     """The outputs of evaluate_model and evaluate_descriptors, the same files for every kind of experiment.
 
     Keys: summary, summary_html, curves, and {split}_{key} for lokiml.evaluate.SPLITS x SPLIT_OUTPUTS.
+    `kind` chooses the captions of the summary and of the mistakes: a CNN has epochs, checkpoints and
+    sees the normalised images; a descriptors or deep_features experiment has a grid search and a
+    classifier that sees numbers.
     """
+    summary_caption = "../report/summary.rst" if kind == "cnn" else "../report/summary_features.rst"
+    mistakes_caption = "../report/mistakes.rst" if kind == "cnn" else "../report/mistakes_features.rst"
     return {
         "summary_html": report(
             f"{EVAL}/{{experiment}}/summary.html",
-            caption="../report/summary.rst",
+            caption=summary_caption,
             category="{experiment}",
             subcategory="summary",
             labels={"result": "summary (model, results, training, data)", "type": "table"},
         ),
         "summary": report(
             f"{EVAL}/{{experiment}}/summary.txt",
-            caption="../report/summary.rst",
+            caption=summary_caption,
             category="{experiment}",
             subcategory="summary",
             labels={"result": "summary (model, results, training, data)", "type": "text (download)"},
@@ -450,7 +542,7 @@ def evaluation_outputs(curves_caption="../report/training_curves.rst", curves_la
         ),
         "test_mistakes": report(
             f"{EVAL}/{{experiment}}/test/mistakes.jpg",
-            caption="../report/mistakes.rst",
+            caption=mistakes_caption,
             category="{experiment}",
             subcategory="test",
             labels={"result": "the most confident mistakes (images)", "type": "figure"},
@@ -496,7 +588,7 @@ def evaluation_outputs(curves_caption="../report/training_curves.rst", curves_la
         ),
         "valid_mistakes": report(
             f"{EVAL}/{{experiment}}/valid/mistakes.jpg",
-            caption="../report/mistakes.rst",
+            caption=mistakes_caption,
             category="{experiment}",
             subcategory="valid",
             labels={"result": "the most confident mistakes (images)", "type": "figure"},

@@ -5,6 +5,7 @@ rule make_demo_export:
     output:
         directory("resources/demo_export"),
     params:
+        code=library_code("make_demo_export"),
         seed=config["demo"]["seed"],
         scale=config["demo"]["scale"],
     conda:
@@ -25,6 +26,7 @@ rule read_export:
         objects=f"{DATA}/objects.tsv",
         ledger=f"{DATA}/ledger.tsv",
     params:
+        code=library_code("read_export"),
         classes=config["classes"],
         statuses=config["statuses"],
         img_rank=config["img_rank"],
@@ -49,6 +51,7 @@ rule balance_classes:
     output:
         balanced=f"{DATA}/balanced.tsv",
     params:
+        code=library_code("balance_classes"),
         classes=config["classes"],
         **config["balance"],
     conda:
@@ -69,6 +72,7 @@ rule split_dataset:
     output:
         split=f"{DATA}/split.tsv",
     params:
+        code=library_code("split_dataset"),
         **config["split"],
     conda:
         "../envs/data.yaml"
@@ -89,6 +93,7 @@ rule normalise_images:
         npy=f"{DATA}/images/{{size}}px/shard{{shard}}.npy",
         index=f"{DATA}/images/{{size}}px/shard{{shard}}.tsv",
     params:
+        code=library_code("normalise_images"),
         shards=config["normalise"]["shards"],
         threshold=config["normalise"]["threshold"],
         polarity=config["normalise"]["polarity"],
@@ -120,17 +125,20 @@ rule summarise_data:
         accounting=report(
             f"{DATA}/accounting.tsv",
             caption="../report/accounting.rst",
-            category="Data",
+            category=REPORT_DATA,
             labels={"result": "accounting: every row of the export, used or dropped", "type": "TSV (download)"},
         ),
         accounting_html=report(
             f"{DATA}/report/accounting.html",
             caption="../report/accounting.rst",
-            category="Data",
+            category=REPORT_DATA,
             labels={"result": "accounting: every row of the export, used or dropped", "type": "table"},
         ),
     params:
+        code=library_code("summarise_data"),
         classes=config["classes"],
+    # what a user should read first: before any training job that is ready at the same time
+    priority: 100
     conda:
         "../envs/data.yaml"
     log:

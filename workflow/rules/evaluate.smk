@@ -15,6 +15,7 @@ rule evaluate_model:
     wildcard_constraints:
         experiment=one_of(CNN_EXPERIMENTS),
     params:
+        code=library_code("evaluate_model"),
         classes=config["classes"],
         experiment=get_experiment_params,
         batch_size=get_evaluation_batch_size,
@@ -22,7 +23,7 @@ rule evaluate_model:
         ece_bins=15,
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus("evaluate_model"),
         mem_mb=8000,
         runtime=4 * 60,
     conda:
@@ -36,14 +37,20 @@ rule evaluate_model:
 
 
 rule evaluate_descriptors:
-    """The evaluate_model outputs for a descriptors experiment; training_curves.svg shows its grid search."""
+    """The evaluate_model outputs for a descriptors experiment; training_curves.svg shows its grid search.
+
+    The export is read for the images of the most confident mistakes (the classifier saw none).
+    """
     input:
         unpack(get_descriptor_evaluation_inputs),
+        export=get_export(),
     output:
-        **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search"),
+        **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search", kind="features"),
     wildcard_constraints:
         experiment=one_of(DESCRIPTOR_EXPERIMENTS),
     params:
+        images=get_display_normalisation(),
+        code=library_code("evaluate_descriptors"),
         classes=config["classes"],
         ece_bins=15,
     threads: 1
@@ -65,10 +72,11 @@ rule evaluate_deep_features:
     input:
         unpack(get_deep_features_evaluation_inputs),
     output:
-        **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search"),
+        **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search", kind="features"),
     wildcard_constraints:
         experiment=one_of(DEEP_FEATURE_EXPERIMENTS),
     params:
+        code=library_code("evaluate_deep_features"),
         classes=config["classes"],
         cnn=get_deep_features_cnn,
         ece_bins=15,
@@ -96,22 +104,23 @@ rule make_leaderboard:
         html=report(
             f"{EVAL}/leaderboard.html",
             caption="../report/leaderboard.rst",
-            category="Leaderboard",
+            category=REPORT_LEADERBOARD,
             labels={"result": "leaderboard", "type": "table"},
         ),
         tsv=report(
             f"{EVAL}/leaderboard.tsv",
             caption="../report/leaderboard.rst",
-            category="Leaderboard",
+            category=REPORT_LEADERBOARD,
             labels={"result": "leaderboard", "type": "TSV (download)"},
         ),
         figure=report(
             f"{EVAL}/leaderboard.svg",
             caption="../report/leaderboard_figure.rst",
-            category="Leaderboard",
+            category=REPORT_LEADERBOARD,
             labels={"result": "scores per experiment", "type": "figure"},
         ),
     params:
+        code=library_code("make_leaderboard"),
         experiments=EVALUATED_EXPERIMENTS,
         estimated=ESTIMATED_EXPERIMENTS,
         settings=get_leaderboard_settings(),
@@ -132,30 +141,33 @@ rule plot_data_summary:
         table=report(
             f"{DATA}/report/summary.html",
             caption="../report/data_summary.rst",
-            category="Data",
+            category=REPORT_DATA,
             labels={"result": "objects per class at each step", "type": "table"},
         ),
         objects=report(
             f"{DATA}/report/objects_per_class.svg",
             caption="../report/objects_per_class.rst",
-            category="Data",
+            category=REPORT_DATA,
             labels={"result": "objects per class, before and after balancing", "type": "figure"},
         ),
         dropped=report(
             f"{DATA}/report/dropped_rows.svg",
             caption="../report/dropped_rows.rst",
-            category="Data",
+            category=REPORT_DATA,
             labels={"result": "rows of the export: used or dropped, by reason", "type": "figure"},
         ),
         splits=report(
             f"{DATA}/report/split_sizes.svg",
             caption="../report/split_sizes.rst",
-            category="Data",
+            category=REPORT_DATA,
             labels={"result": "train / validation / test split per class", "type": "figure"},
         ),
     params:
+        code=library_code("plot_data_summary"),
         classes=config["classes"],
         cap=config["balance"]["cap"],
+    # what a user should read first: before any training job that is ready at the same time
+    priority: 100
     conda:
         "../envs/train.yaml"
     log:

@@ -15,6 +15,7 @@ rule record_normalisation:
     output:
         record=f"{EXP}/{{experiment}}/normalisation.json",
     params:
+        code=library_code("record_normalisation"),
         normalisation=get_normalisation_params,
     conda:
         "../envs/data.yaml"
@@ -34,10 +35,11 @@ rule predict_images:
         top3=f"{PRED}/{{prediction}}/top3.csv",
         summary=f"{PRED}/{{prediction}}/summary.json",
     params:
+        code=library_code("predict_images"),
         job=get_prediction_params,
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus("predict_images"),
         mem_mb=8000,
         runtime=4 * 60,
     conda:

@@ -18,15 +18,22 @@ rule make_demo_weights:
     """Stand-in 'pre-trained' weights for the offline demo (see lokiml/demo_weights.py).
 
     The base pre-trained for a few epochs on a pretext task (geometric primitives, not the
-    demo's shapes), its BatchNorm statistics then calibrated on the demo's training images.
-    The demo's pre-trained experiments point `weights:` at these files, so that the
-    frozen-base (cached features) path runs without internet.
+    demo's shapes), its BatchNorm statistics then calibrated on the demo's training images
+    (split and normalised here as split_dataset and normalise_images do, so that this job
+    runs beside them, not after). The demo's pre-trained experiments point `weights:` at
+    these files, so that the frozen-base (cached features) path runs without internet.
     Real runs use `weights: imagenet` (rule resolve_weights) or a path of your own.
     """
     input:
-        unpack(get_demo_weights_inputs),
+        balanced=f"{DATA}/balanced.tsv",
+        objects=f"{DATA}/objects.tsv",
+        export=get_export(),
     output:
         "resources/demo_weights/{model}_seeded_random.weights.h5",
+    params:
+        code=library_code("make_demo_weights"),
+        split=config["split"],
+        normalisation=get_demo_weights_normalisation,
     conda:
         "../envs/train.yaml"
     log:
@@ -49,12 +56,13 @@ rule train_model:
         summary=f"{EXP}/{{experiment}}/model_summary.txt",
         info=f"{EXP}/{{experiment}}/train_info.json",
     params:
+        code=library_code("train_model"),
         experiment=get_experiment_params,
         classes=config["classes"],
         state_dir=get_state_dir,
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus("train_model"),
         mem_mb=16000,
         runtime=24 * 60,
     conda:
@@ -84,6 +92,7 @@ rule train_descriptors:
     wildcard_constraints:
         experiment=one_of(DESCRIPTOR_EXPERIMENTS),
     params:
+        code=library_code("train_descriptors"),
         experiment=get_descriptor_params,
         classes=config["classes"],
         morphometrics=get_morphometrics_params(),
@@ -114,10 +123,11 @@ rule extract_deep_features:
     wildcard_constraints:
         experiment=one_of(DEEP_FEATURE_CNNS),
     params:
+        code=library_code("extract_deep_features"),
         batch_size=get_evaluation_batch_size,
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus("extract_deep_features"),
         mem_mb=8000,
         runtime=4 * 60,
     conda:
@@ -148,6 +158,7 @@ rule train_deep_features:
     wildcard_constraints:
         experiment=one_of(DEEP_FEATURE_EXPERIMENTS),
     params:
+        code=library_code("train_deep_features"),
         experiment=get_deep_features_params,
         classes=config["classes"],
     threads: 2

@@ -7,7 +7,7 @@ def main(smk):
     redirect_to_log(smk.log[0])
     from lokiml.pipeline import balance_classes
 
-    p = dict(smk.params.items())
+    p = {k: v for k, v in smk.params.items() if k != "code"}  # code: the library digest (common.smk)
     balance_classes(smk.input.objects, smk.output.balanced, **p)
 
 

@@ -13,7 +13,7 @@ def main(smk):
         out_tsv=smk.output.table,
         shard=int(smk.wildcards.shard),
         threads=smk.threads,
-        **dict(smk.params.items()),
+        **{k: v for k, v in smk.params.items() if k != "code"},  # code: the library digest (common.smk)
     )
 
 

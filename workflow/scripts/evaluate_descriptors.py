@@ -22,6 +22,8 @@ def main(smk):
         valid_path=smk.input.valid,
         estimate_path=smk.input.get("estimate"),
         morphometrics=list(smk.input.morphometrics),
+        export_path=smk.input.export,
+        images=dict(smk.params.images),
     )
 
 

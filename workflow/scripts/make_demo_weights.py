@@ -5,10 +5,11 @@ from lokiml.logs import redirect_to_log
 
 def main(smk):
     redirect_to_log(smk.log[0])
-    from lokiml.demo_weights import make_demo_weights
+    from lokiml.demo_weights import calibration_images, make_demo_weights
 
-    make_demo_weights(smk.wildcards.model, smk.output[0], smk.input.split, list(smk.input.npys),
-                      list(smk.input.indexes), seed=1)
+    images = calibration_images(smk.input.balanced, smk.input.objects, smk.input.export, dict(smk.params.split),
+                                dict(smk.params.normalisation), seed=1)
+    make_demo_weights(smk.wildcards.model, smk.output[0], images, seed=1)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def main(smk):
         size=int(smk.wildcards.size),
         shard=int(smk.wildcards.shard),
         threads=smk.threads,
-        **dict(smk.params.items()),
+        **{k: v for k, v in smk.params.items() if k != "code"},  # code: the library digest (common.smk)
     )
 
 

@@ -7,7 +7,7 @@ def main(smk):
     redirect_to_log(smk.log[0])
     from lokiml.pipeline import split_dataset
 
-    split_dataset(smk.input.balanced, smk.input.objects, smk.output.split, **dict(smk.params.items()))
+    split_dataset(smk.input.balanced, smk.input.objects, smk.output.split, **{k: v for k, v in smk.params.items() if k != "code"})
 
 
 if __name__ == "__main__":

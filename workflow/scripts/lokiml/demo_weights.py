@@ -24,7 +24,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .io import read_tsv
-from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +87,46 @@ def pretext_images(n_per_class: int, size: int, seed: int = 1) -> tuple[np.ndarr
     return images, labels.astype(np.int32)
 
 
-def make_demo_weights(model: str, dest, split_path, store_npys, store_indexes, seed: int = 1,
-                      n_images: int = 256, n_per_class: int = 40, epochs: int = 3, batch_size: int = 32,
-                      learning_rate: float = 2e-3, pretext_size: int | None = None, on_epoch=None) -> dict:
-    """Pre-train ``model``'s base on the pretext task, calibrate its BatchNorm statistics on up to ``n_images``
-    training originals of the store, and save the base's weights to ``dest``. Returns what was measured
-    (pretext accuracy, seconds).
+def calibration_images(balanced_path, objects_path, export_path, split: dict, norm: dict, seed: int = 1,
+                       n_images: int = 96) -> np.ndarray:
+    """Up to ``n_images`` normalised training-split originals, ``uint8 (N, S, S)``, read from the export.
+
+    The training split is computed here with the rule split_dataset's own function and parameters, and
+    the images normalised here as normalise_images does, instead of reading split.tsv and the image
+    store: so this rule sits beside them in the DAG, not after them, and the training jobs of
+    pre-trained and self-trained experiments sit at the same depth (one node per rule in the report's
+    rule graph). The same objects as split.tsv's train originals, the same pixels as the store's.
+    """
+    from .ecotaxa import open_export
+    from .images import ImageError
+    from .split import split_items
+    from .store import NormParams, normalise_item
+
+    balanced, objects = read_tsv(balanced_path), read_tsv(objects_path)
+    table = split_items(balanced, objects, **{**split, "holdout": dict(split["holdout"]) if split.get("holdout")
+                                               else None}, source=str(balanced_path))
+    train = table[(table["split"] == "train") & (table["augmented"].astype(int) == 0)]
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(train), size=min(n_images, len(train)), replace=False))
+    params = NormParams(**norm)
+    out = []
+    with open_export(export_path) as export:
+        for ref in train.iloc[pick]["image_ref"]:
+            try:
+                out.append(normalise_item(export.read_image_by_ref(ref), ref, params))
+            except (ImageError, OSError, ValueError) as exc:
+                log.warning("%s: left out of the calibration (%s)", ref, exc)
+    if not out:
+        raise ValueError("no training image to calibrate the demo weights on")
+    return np.stack(out)
+
+
+def make_demo_weights(model: str, dest, images: np.ndarray, seed: int = 1, n_per_class: int = 40, epochs: int = 3,
+                      batch_size: int = 32, learning_rate: float = 2e-3, pretext_size: int | None = None,
+                      on_epoch=None) -> dict:
+    """Pre-train ``model``'s base on the pretext task, calibrate its BatchNorm statistics on ``images``
+    (normalised training originals, ``uint8 (N, S, S)``, :func:`calibration_images`), and save the base's
+    weights, built for ``S`` px, to ``dest``. Returns what was measured (pretext accuracy, seconds).
 
     Each epoch draws ``n_per_class`` *new* images of each primitive (an endless supply: no image is seen
     twice, so the base cannot overfit the pretext), at ``pretext_size`` px (default: the store's size; the
@@ -106,15 +139,9 @@ def make_demo_weights(model: str, dest, split_path, store_npys, store_indexes, s
     from .models import GreyToBackboneInput, build_model, compile_model, get_backbone, make_schedule, save_base_weights
 
     t0 = time.monotonic()
-    split = read_tsv(split_path)
-    train = split[(split["split"] == "train") & (split["augmented"].astype(int) == 0)]["item_id"].to_numpy()
-    store = Store(store_npys, store_indexes)
-    train = train[store.ok(train)]
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(train), size=min(n_images, len(train)), replace=False))
-    demo_images = store.gather(train[pick])[..., None]
-
-    size = int(pretext_size or store.size)
+    demo_images = np.asarray(images)[..., None]
+    store_size = int(demo_images.shape[1])
+    size = int(pretext_size or store_size)
     xv, yv = pretext_images(max(8, n_per_class // 2), size, seed + 1000)
     full, base = build_model(model, len(PRETEXT_SHAPES), size, weights_path=None, dropout=0.2, seed=seed)
     steps = math.ceil(n_per_class * len(PRETEXT_SHAPES) / batch_size)
@@ -136,8 +163,8 @@ def make_demo_weights(model: str, dest, split_path, store_npys, store_indexes, s
     log.info("%s: pre-trained on the pretext task (%d new images of %d primitives per epoch at %d px, %d epochs, "
              "batch %d): held-out pretext accuracy %.3f (chance %.3f)", model, n_per_class * len(PRETEXT_SHAPES),
              len(PRETEXT_SHAPES), size, epochs, batch_size, pretext_acc, 1 / len(PRETEXT_SHAPES))
-    if size != store.size:  # the same weights in a base built for the store's size
-        _, target = build_model(model, len(PRETEXT_SHAPES), store.size, weights_path=None, dropout=0.2, seed=seed)
+    if size != store_size:  # the same weights in a base built for the store's size
+        _, target = build_model(model, len(PRETEXT_SHAPES), store_size, weights_path=None, dropout=0.2, seed=seed)
         target.set_weights(base.get_weights())
         base = target
     prep = GreyToBackboneInput(get_backbone(model).mode)  # weightless: the same arithmetic as the model's own
@@ -149,7 +176,7 @@ def make_demo_weights(model: str, dest, split_path, store_npys, store_indexes, s
     n = bn.precise_batchnorm(base, store_batches(demo_images))
     feats = keras.ops.convert_to_numpy(keras.ops.mean(base(prep(demo_images), training=False), axis=(1, 2)))
     log.info("%s: BatchNorm statistics calibrated on %d training images at %d px; feature std across images %.3g",
-             model, n, store.size, float(feats.std(0).mean()))
+             model, n, store_size, float(feats.std(0).mean()))
     save_base_weights(base, dest)
     seconds = time.monotonic() - t0
     log.info("demo weights written to %s in %.1f s", dest, seconds)

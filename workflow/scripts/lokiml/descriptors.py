@@ -587,13 +587,16 @@ def data_lines(classes, counts: dict, valid: dict, test: dict, what: str) -> lis
 
 def evaluate_descriptors(model_path, classes_path, columns_path, grid_path, info_path, objects_path, split_path,
                          classes, outputs: dict, experiment: str = "", ece_bins: int = 15, valid_path=None,
-                         estimate_path=None, morphometrics=()) -> dict:
+                         estimate_path=None, morphometrics=(), export_path=None, images: dict | None = None) -> dict:
     """Rule evaluate_descriptors: the same outputs as evaluate_model (keys of ``outputs`` alike).
 
     The test split is predicted by the final model; the valid split's probabilities are read from
     ``valid_path`` (the chosen candidate fitted on train only; without it, the final model predicts it).
+    With ``export_path``, the images of the most confident mistakes are read from the export and
+    normalised with ``images`` (lokiml.gallery.export_gather); without, their tiles are blank.
     """
     from . import evaluate as ev
+    from .gallery import export_gather
 
     trained = [c.strip() for c in Path(classes_path).read_text(encoding="utf-8").splitlines() if c.strip()]
     if classes is not None and list(classes) != trained:
@@ -612,7 +615,8 @@ def evaluate_descriptors(model_path, classes_path, columns_path, grid_path, info
             y = labels_of(rows, classes, str(split_path))
         else:
             rows, y, probs = predict_split(model, objects, split_table, s, used, classes, source=str(split_path))
-        results[s] = ev.split_result(rows, y, probs, classes, s, include_augmented=False, bins=ece_bins)
+        gather = export_gather(export_path, objects, rows, **(images or {})) if export_path else None
+        results[s] = ev.split_result(rows, y, probs, classes, s, include_augmented=False, bins=ece_bins, gather=gather)
         ev.write_split_outputs(results[s], classes, {key: outputs[f"{s}_{key}"] for key in ev.SPLIT_OUTPUTS},
                                experiment)
         m = results[s].metrics

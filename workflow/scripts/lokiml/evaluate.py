@@ -386,7 +386,13 @@ def plot_reliability(bins: pd.DataFrame, path, title: str = "") -> None:
 
 def plot_mistakes(mistakes: pd.DataFrame | None, images: np.ndarray | None, path, title: str = "",
                   columns: int = 6) -> None:
-    """A gallery of misclassified objects (normalised images as the model saw them), true and predicted class."""
+    """A gallery of misclassified objects (normalised images as the model saw them), true and predicted class.
+
+    Each tile's caption has at most five lines (object id, true class, predicted class, each shortened or
+    wrapped to the tile's width), and the rows are spaced for five lines, so captions never overlap.
+    """
+    from .gallery import shorten, wrap
+
     plt = _pyplot()
     n = 0 if mistakes is None else len(mistakes)
     with plt.rc_context(_RC):
@@ -397,16 +403,21 @@ def plot_mistakes(mistakes: pd.DataFrame | None, images: np.ndarray | None, path
         else:
             cols = min(columns, n)
             rows = math.ceil(n / cols)
-            fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.1 * rows), squeeze=False)
+            tile, text = 1.6, 0.75  # inches: the image, and five caption lines of 7 pt under it
+            fig, axes = plt.subplots(rows, cols, figsize=(1.75 * cols, (tile + text) * rows + 0.6), squeeze=False)
             for ax in axes.ravel():
                 ax.axis("off")
             for ax, (_, r), img in zip(axes.ravel(), mistakes.iterrows(),
                                        images if images is not None else [None] * n):
                 if img is not None:
                     ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-                ax.set_title(f"{r['object_id']}\ntrue: {r['true_class']}\npredicted: {r['predicted_class']}"
-                             f"\n(p = {r['probability']:.2f})", fontsize=7.5, linespacing=1.2)
-            fig.subplots_adjust(wspace=0.15, hspace=0.75)
+                else:
+                    ax.text(0.5, 0.5, "no image", ha="center", va="center", fontsize=8, color="#777777")
+                caption = "\n".join([shorten(r["object_id"], 24), wrap(f"true: {r['true_class']}", 24),
+                                     wrap(f"predicted: {r['predicted_class']} ({r['probability']:.2f})", 24)])
+                ax.text(0.5, -0.03, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7,
+                        linespacing=1.15)
+            fig.subplots_adjust(wspace=0.12, hspace=text / tile + 0.08, top=1 - 0.6 / fig.get_figheight())
         if title:
             fig.suptitle(title, fontsize=11)
         save_figure(fig, path, dpi=100)
@@ -979,8 +990,8 @@ def evaluate_experiment(model_path, classes_path, history_path, info_path, split
 # Leaderboard
 # --------------------------------------------------------------------------------------------
 
-LEADERBOARD_COLUMNS = ["rank", "experiment", "test_macro_f1", "test_accuracy", "test_balanced_accuracy",
-                       "test_top3_accuracy", "test_log_loss", "test_ece", "valid_macro_f1", "cv_macro_f1",
+LEADERBOARD_COLUMNS = ["rank", "experiment", "valid_macro_f1", "test_macro_f1", "test_accuracy",
+                       "test_balanced_accuracy", "test_top3_accuracy", "test_log_loss", "test_ece", "cv_macro_f1",
                        "cv_macro_f1_sd", "logo_macro_f1", "logo_macro_f1_sd", "model", "weights",
                        "image_size", "epochs_run", "best_epoch", "training_seconds", "n_test"]
 # The repeated estimates (lokiml.estimates) of the experiments that have one: mean and sd of macro F1 over
@@ -993,7 +1004,10 @@ LEADERBOARD_OPTIONAL_INTS = ("image_size", "epochs_run", "best_epoch")
 
 
 def leaderboard_table(rows: list[dict]) -> pd.DataFrame:
-    """Sort experiments by test macro F1 (best first; ties by name) and number them.
+    """Sort experiments by validation macro F1 (best first; ties by name) and number them.
+
+    The validation split is the one a model is chosen by; ranking by the test split would choose on it,
+    and its scores would no longer estimate how the chosen model does on new objects.
 
     Image size, epochs and best epoch are integers, missing (empty in the TSV, a dash in the HTML) for
     experiments that have none, such as descriptors experiments.
@@ -1002,14 +1016,14 @@ def leaderboard_table(rows: list[dict]) -> pd.DataFrame:
     for col in LEADERBOARD_OPTIONAL_INTS:
         if col in table.columns:
             table[col] = table[col].astype("Int64")
-    table = table.sort_values(["test_macro_f1", "experiment"], ascending=[False, True], kind="stable")
+    table = table.sort_values(["valid_macro_f1", "experiment"], ascending=[False, True], kind="stable")
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table.reset_index(drop=True)[[c for c in LEADERBOARD_COLUMNS if c in table.columns]]
 
 
 def leaderboard(experiments, test_metrics, valid_metrics, infos, settings: dict, out_tsv, out_html=None,
                 out_figure=None, estimates: dict | None = None) -> pd.DataFrame:
-    """One row per experiment, sorted by test macro F1.
+    """One row per experiment, sorted by validation macro F1.
 
     ``test_metrics``, ``valid_metrics`` and ``infos`` are paths, in the order
     of ``experiments``; ``settings`` maps an experiment to its configuration
@@ -1044,9 +1058,9 @@ def leaderboard(experiments, test_metrics, valid_metrics, infos, settings: dict,
             table = table.drop(columns=pair)
     write_tsv(out_tsv, table, float_format="%.4f")
     if out_html:
-        notes = ("Experiments sorted by macro F1 on the test split (every class weighs the same). "
-                 "Choose a model by its validation macro F1: the test scores are an unbiased estimate only for "
-                 "a model that was chosen without looking at them. Hover over a column name for its meaning.")
+        notes = ("Experiments ranked by macro F1 on the validation split (every class weighs the same): choose "
+                 "a model by it. The test scores estimate how the chosen model does on new objects, honestly "
+                 "only because they played no part in the choice. Hover over a column name for its meaning.")
         heads = {
             "test_macro_f1": "mean F1 over all classes, test split",
             "test_balanced_accuracy": "mean recall per class, test split",
@@ -1067,17 +1081,18 @@ def leaderboard(experiments, test_metrics, valid_metrics, infos, settings: dict,
         heads["logo_macro_f1"] = ("macro F1 on a group (split.group_by) the model never saw, mean ± sd over the "
                                   "groups: what a new sample, haul or cruise looks like")
         heads["weights"] = "; ".join(f"{e}: {w}" for e, w in zip(table["experiment"], table["weights"]))
-        labels = {"test_macro_f1": "macro F1", "test_accuracy": "accuracy",
-                  "test_balanced_accuracy": "balanced accuracy", "test_top3_accuracy": "top-3 accuracy",
-                  "test_log_loss": "log loss", "test_ece": "ECE", "valid_macro_f1": "validation macro F1",
+        labels = {"test_macro_f1": "test macro F1", "test_accuracy": "test accuracy",
+                  "test_balanced_accuracy": "test balanced accuracy", "test_top3_accuracy": "test top-3 accuracy",
+                  "test_log_loss": "test log loss", "test_ece": "test ECE", "valid_macro_f1": "validation macro F1",
                   "epochs_run": "epochs", "best_epoch": "best epoch", "training_time": "training time",
                   "n_test": "test objects", "image_size": "image size (px)",
                   "cv_macro_f1": "k-fold macro F1 (mean ± sd)", "logo_macro_f1": "new group macro F1 (mean ± sd)"}
-        scores = ["rank", "experiment", "test_macro_f1", "test_accuracy", "test_balanced_accuracy",
-                  "test_top3_accuracy", "test_log_loss", "test_ece", "valid_macro_f1", "cv_macro_f1", "logo_macro_f1"]
+        heads["valid_macro_f1"] = "mean F1 over all classes, validation split: the ranking"
+        scores = ["rank", "experiment", "valid_macro_f1", "test_macro_f1", "test_accuracy", "test_balanced_accuracy",
+                  "test_top3_accuracy", "test_log_loss", "test_ece", "cv_macro_f1", "logo_macro_f1"]
         settings_cols = ["rank", "experiment", "model", "weights", "image_size", "epochs_run", "best_epoch",
                          "training_time", "n_test"]
-        body = f'<p class="note">{html.escape(notes)}</p><h2>Scores on the test split</h2>' + html_table(
+        body = f'<p class="note">{html.escape(notes)}</p><h2>Scores</h2>' + html_table(
             shown[[c for c in scores if c in shown.columns]],
             floats={c: "{:.3f}" for c in shown.columns if c.startswith(("test_", "valid_"))}, headers=heads,
             labels=labels,
@@ -1098,9 +1113,9 @@ def plot_leaderboard(table: pd.DataFrame, path) -> None:
         fig, ax = plt.subplots(figsize=(9.0, max(2.5, 0.55 * n + 1.5)))
         y = np.arange(n)
         h = 0.27
-        for off, col, label, colour in ((h, "test_macro_f1", "test macro F1", "#4c72b0"),
-                                        (0, "test_accuracy", "test accuracy", "#dd8452"),
-                                        (-h, "valid_macro_f1", "validation macro F1", "#aaaaaa")):
+        for off, col, label, colour in ((h, "valid_macro_f1", "validation macro F1 (the ranking)", "#aaaaaa"),
+                                        (0, "test_macro_f1", "test macro F1", "#4c72b0"),
+                                        (-h, "test_accuracy", "test accuracy", "#dd8452")):
             vals = table[col].to_numpy(dtype=float)[::-1]
             ax.barh(y + off, vals, height=h, label=label, color=colour)
             for yi, v in zip(y, vals):
@@ -1111,7 +1126,7 @@ def plot_leaderboard(table: pd.DataFrame, path) -> None:
         ax.set_xlabel("score (higher is better)")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, _below(fig, ax)), ncol=3,
                   frameon=False)
-        ax.set_title("Experiments, best first (by test macro F1)")
+        ax.set_title("Experiments, best first (by validation macro F1)")
         save_figure(fig, path)
 
 

@@ -14,6 +14,7 @@ from .balance import balance
 from .ecotaxa import open_export
 from .errors import InputError
 from .io import read_tsv, write_text, write_tsv
+from .logs import console
 from .objects import REASONS, USED, read_mapping, select_objects
 from .split import SPLITS, split_items
 from .store import NormParams, normalise_shard, shard_of
@@ -188,4 +189,15 @@ def summarise_data(ledger_path, objects_path, split_path, summary_out, classes, 
     write_tsv(summary_out, table)
     for line in table.to_string(index=False).splitlines():
         log.info("%s", line)
+    console(data_headline(table.set_index("class_name").loc["TOTAL"], accounting_out or summary_out), force=True)
     return table
+
+
+def data_headline(total: pd.Series, where) -> str:
+    """One line for the console: rows of the export, used, dropped by reason, and the split."""
+    dropped = {c[len("dropped_"):]: int(total[c]) for c in total.index if c.startswith("dropped_") and int(total[c])}
+    reasons = ", ".join(f"{n} {r}" for r, n in sorted(dropped.items(), key=lambda kv: -kv[1]))
+    return (f"data: {int(total['export_rows'])} rows of the export, {int(total['used'])} used, "
+            f"{sum(dropped.values())} dropped" + (f" ({reasons})" if reasons else "")
+            + f"; split {int(total['train'])} train / {int(total['valid'])} valid / {int(total['test'])} test, "
+            f"{int(total['augmented_copies'])} of them augmented copies. Read {where} first.")

@@ -527,7 +527,7 @@ def compute_features(fmodel, source: ImageSource, batch_size: int, dest: Path, t
 
     n = len(source)
     dim = int(fmodel.output.shape[-1])
-    progress = Progress(n, f"features {dest.stem}", log)
+    progress = Progress(n, f"base features, {dest.stem.rsplit('_', 1)[-1]} split", log, unit="images")
     ds = make_dataset(source, np.arange(n), batch_size, threads=threads)
     dtype, shape = source.spec()
     # One trace for all batch sizes (predict_on_batch would trace again for the last, smaller batch).
@@ -763,6 +763,7 @@ class _Run:
 
     def _run_phase(self, phase: str, n_epochs: int, lr: float) -> None:
         from . import models
+        from .fit_progress import EpochProgress
 
         p = self.progress
         continuing = p.phase == phase  # resumed in the middle of this phase
@@ -801,7 +802,9 @@ class _Run:
             order = np.random.default_rng([self.seed, epoch]).permutation(len(fit_train))
             train_ds = make_dataset(fit_train, order, self.batch_size, augment=augment, threads=self.threads)
             t0 = time.monotonic()
-            logs = train_model.fit(train_ds, epochs=1, verbose=0, shuffle=False, class_weight=class_weight).history
+            progress = EpochProgress(phase, e + 1, n_epochs, [r["seconds"] for r in p.history if r["phase"] == phase])
+            logs = train_model.fit(train_ds, epochs=1, verbose=0, shuffle=False, class_weight=class_weight,
+                                   callbacks=[progress]).history
             # Validation in inference mode, after precise BN where BatchNorm layers are trained: with the moving
             # statistics of Keras (momentum 0.99) a network trained from scratch is judged, and its best epoch
             # chosen, with statistics of long-gone weights (README: "CNNs that learn").
