@@ -86,3 +86,21 @@ def test_store_gathers_items_across_shards_in_the_order_asked(tmp_path):
         np.testing.assert_array_equal(got[k], normalise_item(FILES[r["image_ref"]], r["image_ref"], p, r["flip"],
                                                              r["angle"], r["dx"], r["dy"]))
     assert store.ok(ask).all() and store.size == 32
+
+
+def test_items_with_a_content_key_are_found_in_the_cache_without_reading_their_image(tmp_path):
+    p = NormParams(size=32)
+    items = _items()
+    items = items[~items["item_id"].isin(["o8", "o9"])].assign(image_key=lambda d: "key-" + d["image_ref"])
+    reads = []
+
+    def read(ref):
+        reads.append(ref)
+        return FILES[ref]
+
+    first = normalise_shard(items, read, p, tmp_path / "a.npy", tmp_path / "a.tsv", cache_dir=tmp_path / "c")
+    assert len(reads) == len(items) and (first["status"] == "ok").all()
+    reads.clear()
+    normalise_shard(items, read, p, tmp_path / "b.npy", tmp_path / "b.tsv", cache_dir=tmp_path / "c")
+    assert reads == []  # every image came from the cache by its key
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()

@@ -9,7 +9,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from lokiml.config import validate_config, image_sizes  # noqa: E402
+from lokiml.ecotaxa import find_tables, table_bytes  # noqa: E402
 from lokiml.errors import ConfigError  # noqa: E402
+from lokiml.manifest import export_state  # noqa: E402
 
 try:
     _validated = validate_config(config)
@@ -39,20 +41,61 @@ def get_export():
     return "resources/demo_export"
 
 
+if config["export"] and not os.path.lexists(config["export"]):
+    raise WorkflowError(
+        f"config key export: {config['export']!r} does not exist (relative paths are taken from "
+        f"{os.getcwd()}); give the path of an EcoTaxa export: a .tsv/.txt table, a folder or a .zip"
+    )
+
+
+_EXPORT_TABLES = []
+
+
 def get_export_tables():
-    """For an export that is a folder: its table files.
+    """For an export that is a folder: the table files its reader reads.
 
     Snakemake sees a folder input change only when the folder itself changes, not
-    when a table inside it is rewritten or appended to; listing the tables (a
-    cheap glob, nothing is read) makes a data update rerun read_export.
+    when a table inside it is rewritten or appended to; listing the tables makes a
+    data update rerun read_export. The list comes from the reader's own rule
+    (lokiml.ecotaxa.find_tables: ecotaxa*.tsv/.txt in any case, else every .tsv),
+    so that every table it reads is an input. A listing only: nothing is read.
     """
     export = config["export"]
     if not export or not os.path.isdir(export):
         return []
-    found = set()
-    for pattern in ("ecotaxa*.tsv", "ecotaxa*.txt"):
-        found.update(str(p) for p in Path(export).rglob(pattern))
-    return sorted(found)
+    if not _EXPORT_TABLES:
+        _EXPORT_TABLES.append(find_tables(export))
+    return _EXPORT_TABLES[0]
+
+
+def get_export_state():
+    """A token that changes when an image (or table) read_export looked at last time changed on disk.
+
+    Images are not inputs (an export of 100 000 images would make a DAG of 100 000 files): the
+    image manifest read_export writes lists each with its size and modification time, and this
+    compares them with the files (one stat each, nothing read). See lokiml.manifest.export_state.
+    """
+    return export_state(get_export(), f"{DATA}/images.tsv")
+
+
+def images_needed():
+    """Whether the objects need images: some experiment is a CNN (deep_features ones need one too)."""
+    return any(e["kind"] == "cnn" for e in config["experiments"].values())
+
+
+def get_read_export_mem_mb(wildcards, input):
+    """Memory of read_export: its tables (about 12 times their size, parsed) and at least one large image.
+
+    The images take turns within what is left (lokiml.memory), so the job stays under this whatever
+    they are; an image that alone would need more is counted as image_too_large.
+    """
+    tables_mb = table_bytes(get_export()) / 2**20
+    return int(max(2000, 1300 + 12 * tables_mb))
+
+
+def get_all_shard_indexes():
+    """The indexes of every image store (every image size): what normalisation could not use is counted."""
+    return [index for size in SIZES for index in get_shards(size)["index"]]
 
 
 def get_class_mapping():
@@ -68,8 +111,7 @@ def get_shards(size):
 
 def get_all_targets():
     targets = [f"{DATA}/split.tsv"] + list(rules.summarise_data.output)
-    for size in SIZES:
-        targets += get_shards(size)["index"]
+    targets += get_all_shard_indexes()
     targets += expand(f"{EXP}/{{experiment}}/model.keras", experiment=CNN_EXPERIMENTS)
     # Every output of the evaluation rules is a target (not only one per job), so that a deleted
     # figure or table is made again. rules.* exist here: rule all is parsed after the includes.
@@ -269,6 +311,7 @@ def get_normalisation_params(wildcards):
         "polarity": n["polarity"],
         "bottom_crop": n["bottom_crop"],
         "max_pixels": n["max_pixels"],
+        "max_bytes": n["max_bytes"],
         "img_rank": config["img_rank"],
     }
 

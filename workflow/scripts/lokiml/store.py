@@ -7,8 +7,10 @@ could not be normalised). Items are assigned to shards by a stable hash of
 their id, so adding objects does not move the others.
 
 An optional content cache (``cache_dir``) keeps each normalised image under a
-key made of the image bytes' hash and the normalisation parameters, so that
-after a data update only new images are decoded and normalised again.
+key made of the image's content key (the SHA-1 of its bytes, which read_export
+records as ``image_key``), its augmentation and the normalisation parameters,
+so that after a data update only new or changed images are read, decoded and
+normalised again.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import images
+from . import images, memory
 from .config import params_hash
 from .io import atomic_path, write_tsv
 from .logs import Progress
@@ -47,10 +49,18 @@ class NormParams:
     def key(self) -> str:
         # v2: colour JPEGs are decoded straight to luma (lokiml.images.decode_grey), which differs
         # from the v1 route by a fraction of a grey level; their cached images are made again.
-        return params_hash({"v": 2, **self.__dict__})
+        # v3: images larger than the target are shrunk before they are centred (lokiml.images.square),
+        # and cached images are found by the content key of their image (image_key).
+        return params_hash({"v": 3, **self.__dict__})
 
 
 def normalise_item(data: bytes, name: str, p: NormParams, flip=0, angle=0.0, dx=0.0, dy=0.0) -> np.ndarray:
+    """Decode, (augment,) and normalise one image, within this process's memory budget (lokiml.memory)."""
+    with memory.reserved(data, name):
+        return _normalise_item(data, name, p, flip, angle, dx, dy)
+
+
+def _normalise_item(data: bytes, name: str, p: NormParams, flip, angle, dx, dy) -> np.ndarray:
     img = images.decode_grey(data, name, max_pixels=p.max_pixels)
     if p.bottom_crop:
         # Cut the scale bar before augmenting, so that a rotation never carries it into the object's box.
@@ -63,9 +73,11 @@ def normalise_item(data: bytes, name: str, p: NormParams, flip=0, angle=0.0, dx=
 
 def normalise_shard(items: pd.DataFrame, read_bytes, params: NormParams, out_npy, out_index,
                     threads: int = 1, cache_dir=None) -> pd.DataFrame:
-    """Normalise ``items`` (item_id, image_ref, flip, angle, dx, dy) into one shard.
+    """Normalise ``items`` (item_id, image_ref, flip, angle, dx, dy; optionally image_key) into one shard.
 
-    ``read_bytes(image_ref) -> bytes`` reads an image from the export.
+    ``read_bytes(image_ref) -> bytes`` reads an image from the export. With ``cache_dir``, an item
+    whose ``image_key`` (the SHA-1 of its image's bytes, from read_export) is in the cache is not
+    read at all; without a key, the image is read and hashed to look it up.
     Returns the index table that was written.
     """
     items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
@@ -77,25 +89,39 @@ def normalise_shard(items: pd.DataFrame, read_bytes, params: NormParams, out_npy
     status = np.full(n, "ok", dtype=object)
     hits = 0
 
+    def cached(ckey):
+        path = cache / ckey[:2] / f"{ckey}.npy"
+        try:
+            arr = np.load(path)
+        except (OSError, ValueError):
+            return None
+        return arr if arr.shape == (size, size) and arr.dtype == np.uint8 else None
+
+    keys = items["image_key"].fillna("").astype(str).tolist() if "image_key" in items else [""] * n
+    rows = list(zip(items["image_ref"], items["flip"], items["angle"], items["dx"], items["dy"], keys))
+
     def work(i):
-        row = items.iloc[i]
+        image_ref, flip, angle, dx, dy, image_key = rows[i]
+        row = {"image_ref": image_ref, "flip": flip, "angle": angle, "dx": dx, "dy": dy}
+        aug = f"|{flip}|{angle}|{dx}|{dy}"
+        ckey = None
+        if cache is not None and image_key:
+            # The content key read_export computed: a cached image is found without reading the file.
+            ckey = hashlib.sha1(f"key:{image_key}{aug}".encode()).hexdigest()
+            arr = cached(ckey)
+            if arr is not None:
+                return i, arr, None, True
         try:
             data = read_bytes(row["image_ref"])
         except Exception as exc:  # noqa: BLE001
-            return i, None, f"missing_image: {exc}", False
-        ckey = None
-        if cache is not None:
+            return i, None, f"{getattr(exc, 'reason', 'missing_image')}: {exc}", False
+        if cache is not None and not image_key:
             h = hashlib.sha1(data)
-            h.update(f"|{row['flip']}|{row['angle']}|{row['dx']}|{row['dy']}".encode())
+            h.update(aug.encode())
             ckey = h.hexdigest()
-            path = cache / ckey[:2] / f"{ckey}.npy"
-            if path.exists():
-                try:
-                    arr = np.load(path)
-                    if arr.shape == (size, size) and arr.dtype == np.uint8:
-                        return i, arr, None, True
-                except (OSError, ValueError):
-                    pass
+            arr = cached(ckey)
+            if arr is not None:
+                return i, arr, None, True
         try:
             arr = normalise_item(data, row["image_ref"], params, row["flip"], row["angle"], row["dx"], row["dy"])
         except images.ImageError as exc:
@@ -117,7 +143,7 @@ def normalise_shard(items: pd.DataFrame, read_bytes, params: NormParams, out_npy
             out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
                   "shape": (n, size, size)})
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            for i, arr, err, hit in pool.map(work, range(n)):
+            for i, arr, err, hit in ordered_map(pool, work, range(n), window=8 * max(1, threads)):
                 if err:
                     status[i] = err
                     out.write(blank.tobytes())
@@ -131,6 +157,23 @@ def normalise_shard(items: pd.DataFrame, read_bytes, params: NormParams, out_npy
     bad = int((status != "ok").sum())
     log.info("shard written: %d items, %d from cache, %d could not be normalised", n, hits, bad)
     return index
+
+
+def ordered_map(pool, fn, items, window: int):
+    """``pool.map(fn, items)`` with at most ``window`` results waiting: memory stays bounded.
+
+    ``Executor.map`` submits every item at once, and the results that finish before the one the
+    caller waits for pile up: with one slow image at the head, thousands of large normalised images.
+    """
+    from collections import deque
+
+    pending = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def batches_ahead(store, item_ids, batch_size: int):
