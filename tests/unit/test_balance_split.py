@@ -258,3 +258,17 @@ def test_value_key():
 
     assert value_key("53") == value_key(53.0) == value_key("53.0") == value_key(" 5.3e1 ") == "53"
     assert value_key("PS122") == "PS122" and value_key("053") == "53" and value_key("nan") == "nan"
+
+
+def test_exact_shares_cut_each_class_to_one_object_and_move_few_on_update():
+    counts = {"a": 600, "b": 250, "c": 40, "d": 10}
+    s1 = _split(make_objects(counts), list(counts), cap=10_000, exact_shares=True)
+    s2 = _split(make_objects({c: int(n * 1.01) + 1 for c, n in counts.items()}), list(counts), cap=10_000,
+                exact_shares=True)
+    for out in (s1, s2):
+        orig = out[out.augmented == 0]
+        for cls, members in orig.groupby("class_name"):
+            got = members["split"].value_counts()
+            for s, f in (("train", 0.6), ("valid", 0.2), ("test", 0.2)):
+                assert abs(got.get(s, 0) - f * len(members)) <= 1, (cls, s, got.to_dict())
+    assert _moved(s1, s2) <= 8  # only objects at the cuts (the seed's split moved hundreds)

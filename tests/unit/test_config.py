@@ -93,3 +93,12 @@ def test_classes_that_collide_after_slugging_are_refused(base_config, monkeypatc
     base_config["classes"] = ["Calanoida", "calanoida"]
     with pytest.raises(ConfigError, match="same file name"):
         validate_config(base_config)
+
+
+def test_model_names_known_at_validation_are_the_keras_backbones():
+    """lokiml.config keeps a list of keras.applications backbones (validation must not import Keras):
+    it is the list lokiml.models builds from Keras itself."""
+    from lokiml.config import KERAS_BACKBONES
+    from lokiml.models import known_backbones
+
+    assert sorted(KERAS_BACKBONES) == known_backbones()

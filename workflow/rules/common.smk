@@ -89,7 +89,9 @@ def get_read_export_mem_mb(wildcards, input):
     The images take turns within what is left (lokiml.memory), so the job stays under this whatever
     they are; an image that alone would need more is counted as image_too_large.
     """
-    tables_mb = table_bytes(get_export()) / 2**20
+    export = get_export()
+    tables = get_export_tables()
+    tables_mb = (sum(os.path.getsize(t) for t in tables if os.path.isfile(t)) if tables else table_bytes(export)) / 2**20
     return int(max(2000, 1300 + 12 * tables_mb))
 
 
@@ -311,7 +313,6 @@ def get_normalisation_params(wildcards):
         "polarity": n["polarity"],
         "bottom_crop": n["bottom_crop"],
         "max_pixels": n["max_pixels"],
-        "max_bytes": n["max_bytes"],
         "img_rank": config["img_rank"],
     }
 

@@ -660,6 +660,7 @@ class Export:
         self._lock = threading.Lock()
         self._root: Path | None = None  # folder the refs are relative to (file and folder exports)
         self._real_root: str | None = None
+        self._real_dirs: dict[str, str] = {}  # folder of refs -> its real path
 
         try:
             self._open()
@@ -980,8 +981,22 @@ class Export:
                                "unreadable_image", hint="download the export again") from None
 
     def _real_path(self, ref: str, source: str) -> str:
-        """Real path of ``ref`` under the root folder; refuse symlinks that lead out of it."""
-        real = os.path.realpath(self._root / ref)
+        """Real path of ``ref`` under the root folder; refuse symlinks that lead out of it.
+
+        The real path of each folder is resolved once (an export of 100 000 images in a few folders
+        costs one ``lstat`` per image, not a walk of every component of every path).
+        """
+        folder, name = posixpath.split(ref)
+        real_dir = self._real_dirs.get(folder)
+        if real_dir is None:
+            real_dir = self._real_dirs[folder] = os.path.realpath(self._root / folder) if folder else self._real_root
+        real = os.path.join(real_dir, name)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(real).st_mode)
+        except OSError:
+            is_link = False  # not there: the caller says so
+        if is_link:
+            real = os.path.realpath(real)
         if not self._inside_root(real):
             raise UnsafePath(source, f"image {ref!r} is a link to {real}, outside the export folder {self._root}")
         return real

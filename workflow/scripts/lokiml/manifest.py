@@ -316,23 +316,14 @@ def check_images(export: Export, refs, params: CheckParams, cache: CheckCache | 
     kind = "member" if export.is_zip else "image"
     for ref in refs:
         c = checks[ref] = ImageCheck(ref=ref, kind=kind)
-        if export.root is not None:
-            c.size, c.stamp = file_signature(export.root / ref)
         try:
             info: FileInfo = export.image_info(ref, max_bytes=params.max_bytes)
-        except ImageMissing:
-            c.outcome, c.detail = "missing_image", "not in the export"
-            continue
-        except UnsafePath as e:
-            c.outcome, c.detail = "unsafe_image_path", e.problem
-            continue
-        except ImageRefused as e:
-            c.outcome, c.detail = e.reason, e.problem
-            continue
         except InputError as e:
-            c.outcome, c.detail = "unreadable_image", e.problem
+            c.outcome, c.detail = _refusal(e)
+            if export.root is not None:  # what export_state will compare: the file as it is, or its absence
+                c.size, c.stamp = file_signature(export.root / ref)
             continue
-        c.size, c.stamp = info.size, info.stamp
+        c.size, c.stamp = info.size, info.stamp  # for a file: what file_signature gives
         c.key = cache.by_file.get((ref, c.size, c.stamp), "")
         content = cache.by_key.get(c.key) if c.key else None
         if content is not None and _decide(c, content, params):
@@ -344,14 +335,8 @@ def check_images(export: Export, refs, params: CheckParams, cache: CheckCache | 
     def work(c: ImageCheck) -> None:
         try:
             data = export.read_image_by_ref(c.ref, max_bytes=params.max_bytes)
-        except ImageMissing:
-            c.outcome, c.detail = "missing_image", "went away while the export was read"
-            return
-        except ImageRefused as e:
-            c.outcome, c.detail = e.reason, e.problem
-            return
         except InputError as e:
-            c.outcome, c.detail = "unreadable_image", e.problem
+            c.outcome, c.detail = _refusal(e)
             return
         counts["read"] += 1
         c.key = hashlib.sha1(data).hexdigest()
@@ -374,6 +359,17 @@ def check_images(export: Export, refs, params: CheckParams, cache: CheckCache | 
              "full resolution; the others known from the last run", len(refs), counts["read"], counts["decoded"],
              counts["decoded_full"])
     return checks
+
+
+def _refusal(e: InputError) -> tuple[str, str]:
+    """The ledger reason and detail of an image the export would not give."""
+    if isinstance(e, ImageMissing):
+        return "missing_image", e.problem
+    if isinstance(e, UnsafePath):
+        return "unsafe_image_path", e.problem
+    if isinstance(e, ImageRefused):
+        return e.reason, e.problem
+    return "unreadable_image", e.problem
 
 
 def _decide(c: ImageCheck, content: _Content, params: CheckParams) -> bool:

@@ -61,11 +61,12 @@ def balance_classes(objects_path, balanced_out, classes, cap=1000, augment=True,
 
 
 def split_dataset(balanced_path, objects_path, split_out, train=0.6, valid=0.2, test=0.2, seed=3,
-                  group_by=None, holdout=None):
+                  group_by=None, holdout=None, exact_shares=False):
     balanced = read_tsv(balanced_path)
     objects = read_tsv(objects_path)
     out = split_items(balanced, objects, train=train, valid=valid, test=test, seed=seed, group_by=group_by,
-                      holdout=dict(holdout) if holdout else None, source=str(balanced_path))
+                      holdout=dict(holdout) if holdout else None, source=str(balanced_path),
+                      exact_shares=exact_shares)
     write_tsv(split_out, out, float_format="%.4f")
     return out
 

@@ -8,7 +8,9 @@ the same export gives the same split on any machine. (The seed's split shuffled 
 whole: appending one object to a class of 10 moved 6 of the 10.) The price: a class gets its
 share of each split as a sample does, not to the object (a class of 1 000 gets 200 +- 13 test
 objects); no split that is a function of each object alone can do both, since any object of a
-class could be the one appended last. ``benchmarks/bench_split.py`` measures both.
+class could be the one appended last. ``exact_shares`` chooses the other side: each class is cut
+at its exact shares in the order of the hash (to one object), and a data update moves the few
+objects at the cuts whose rank it shifts. ``benchmarks/bench_split.py`` measures both.
 
 **No leaks.** Objects that share an image file, or whose images have identical bytes (the same
 content key, ``image_key``), are one *unit* and share a split, and they are reported: otherwise
@@ -96,8 +98,12 @@ class _Units:
 
 def split_items(balanced: pd.DataFrame, objects: pd.DataFrame, train: float = 0.6, valid: float = 0.2,
                 test: float = 0.2, seed: int = 3, group_by: str | None = None, holdout: dict | None = None,
-                source: str = "balanced") -> pd.DataFrame:
-    """Return ``balanced`` with a ``split`` column (and ``split_key``: the key of each item's unit)."""
+                source: str = "balanced", exact_shares: bool = False) -> pd.DataFrame:
+    """Return ``balanced`` with a ``split`` column (and ``split_key``: the key of each item's unit).
+
+    ``exact_shares`` (not with ``group_by``): cut each class at its exact shares in the order of the
+    hash (:func:`_cut_classes`), at the price of a few moves at the cuts after a data update.
+    """
     fractions = {"train": train, "valid": valid, "test": test}
     originals = balanced[balanced["augmented"].astype(int) == 0].reset_index(drop=True)
     obj = objects.drop_duplicates("object_id").set_index("object_id")
@@ -164,11 +170,12 @@ def split_items(balanced: pd.DataFrame, objects: pd.DataFrame, train: float = 0.
                                   "`classes:`; augmented copies cannot help, they stay in their original's split")
 
     bounds = np.cumsum([fractions[s] for s in SPLITS])
-    where = {r: ("test" if r in fixed_test else SPLITS[min(int(np.searchsorted(bounds, u[r], side="right")), 2)])
-             for r in members}
+    where = {r: ("test" if r in fixed_test else _split_at(u[r], bounds)) for r in members}
     movable = [r for r in members if r not in fixed_test]
     unit_classes = {r: sorted({classes[m] for m in members[r]}) for r in members}
     unit_size = {r: len(members[r]) for r in members}
+    if exact_shares and not group_by:
+        _cut_classes(movable, where, u, key, members, classes, bounds)
     moved = _reach_every_split(movable, where, u, key, unit_classes, active, bounds)
     if group_by:
         moved += _balance_groups(movable, where, u, key, unit_classes, unit_size, active, fractions)
@@ -190,6 +197,32 @@ def split_items(balanced: pd.DataFrame, objects: pd.DataFrame, train: float = 0.
         log.info("split %-5s: %d items (%d originals)", s, int((out["split"] == s).sum()),
                  int(((out["split"] == s) & (out["augmented"].astype(int) == 0)).sum()))
     return out.sort_values(["class_name", "item_id"], kind="stable").reset_index(drop=True)
+
+
+def _split_at(position: float, bounds) -> str:
+    return SPLITS[min(int(np.searchsorted(bounds, position, side="right")), len(SPLITS) - 1)]
+
+
+def _cut_classes(movable, where, u, key, members, classes, bounds) -> None:
+    """``exact_shares``: each class's units in the order of their hash, cut at the class's exact shares.
+
+    The k-th object of a class of n (in hash order) goes to the split where (k + 1/2) / n falls, so
+    every class holds its share of each split to within one object; a unit of several objects goes by
+    its middle object. A data update then moves the few objects at the cuts whose rank it shifts.
+    """
+    by_class: dict[str, list[int]] = {}
+    for r in movable:
+        names = [classes[m] for m in members[r]]
+        primary = min(set(names), key=lambda c: (-names.count(c), c))
+        by_class.setdefault(primary, []).append(r)
+    for units in by_class.values():
+        units.sort(key=lambda r: (u[r], key[r]))
+        n = sum(len(members[r]) for r in units)
+        done = 0
+        for r in units:
+            k = len(members[r])
+            where[r] = _split_at((done + k / 2) / n, bounds)
+            done += k
 
 
 def _interval_distance(u: float, split: str, bounds) -> float:
