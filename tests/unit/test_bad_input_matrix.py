@@ -25,6 +25,7 @@ import pathlib
 import re
 import signal
 import socket
+import stat
 import struct
 import time
 import warnings
@@ -777,12 +778,46 @@ def _over_max_bytes(tmp, name):
     return export(tmp / "e", [name, "case", "validated", "A"], images={name: _jpeg()})
 
 
+def _sparse_5_gib(tmp, name):
+    """A 5 GiB file named as an image (sparse: it takes no disk), over the default max_bytes."""
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    with open(path / name, "wb") as f:
+        f.truncate(5 * 2**30)
+    return path
+
+
+def _char_device(tmp, name):
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    try:
+        os.mknod(path / name, stat.S_IFCHR | 0o600, os.makedev(1, 5))  # like /dev/zero, inside the export
+    except PermissionError:
+        pytest.skip("creating a device node needs root")
+    return path
+
+
+def _link_to_fifo(tmp, name):
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    os.mkfifo(path / "fifo")
+    (path / name).symlink_to(path / "fifo")
+    return path
+
+
+def _broken_link(tmp, name):
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    (path / name).symlink_to(path / "nowhere.jpg")
+    return path
+
+
 SPECIAL_FILE_CASES = [
     pytest.param(_fifo, "pipe.jpg", Dropped("not_a_file"), {}, id="image-named-pipe"),
     pytest.param(_socket, "sock.jpg", Dropped("not_a_file"), {}, id="image-socket"),
     pytest.param(_folder, "dir.jpg", Dropped("not_a_file"), {}, id="image-is-a-folder"),
     pytest.param(_over_max_bytes, "big.jpg", Dropped("file_too_large"), {"max_bytes": len(_jpeg()) - 1},
                  id="image-over-max-bytes"),
+    pytest.param(_sparse_5_gib, "huge.jpg", Dropped("file_too_large"), {}, id="image-5-GiB-file"),
+    pytest.param(_char_device, "dev.jpg", Dropped("not_a_file"), {}, id="image-character-device"),
+    pytest.param(_link_to_fifo, "link.jpg", Dropped("not_a_file"), {}, id="image-link-to-a-named-pipe"),
+    pytest.param(_broken_link, "broken.jpg", Dropped("missing_image"), {}, id="image-broken-link"),
 ]
 
 

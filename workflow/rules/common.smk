@@ -9,9 +9,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from lokiml.config import validate_config, image_sizes  # noqa: E402
-from lokiml.ecotaxa import find_tables, table_bytes  # noqa: E402
 from lokiml.errors import ConfigError  # noqa: E402
-from lokiml.manifest import export_state  # noqa: E402
+# Standard library only: no pandas, numpy or Pillow to import at DAG-build time.
+from lokiml.export_files import export_state, find_tables, table_bytes  # noqa: E402
 
 try:
     _validated = validate_config(config)

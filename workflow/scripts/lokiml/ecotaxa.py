@@ -45,6 +45,24 @@ from pathlib import Path
 import pandas as pd
 
 from lokiml.errors import InputError
+from lokiml.export_files import (  # the reader's own rules, shared with the workflow's inputs
+    ARCHIVE_SUFFIXES,
+    FALLBACK_PATTERNS,
+    TABLE_PATTERNS,
+    TABLE_SUFFIXES,
+    find_tables,
+    is_archive,
+    is_junk,
+    list_folder,
+    matches,
+    member_name,
+    pick_tables,
+    table_bytes,
+)
+
+# The names this module had before they moved to lokiml.export_files (lokiml.predict imports two).
+_ARCHIVE_SUFFIXES, _TABLE_SUFFIXES = ARCHIVE_SUFFIXES, TABLE_SUFFIXES
+_matches, _is_junk, _is_archive, _list_folder = matches, is_junk, is_archive, list_folder
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +82,6 @@ __all__ = [
     "TABLE_PATTERNS",
     "FALLBACK_PATTERNS",
 ]
-
-#: Names of the tables of an export (matched case-insensitively on the file name).
-TABLE_PATTERNS = ("ecotaxa*.tsv", "ecotaxa*.txt")
-#: Looked for only when no file matches :data:`TABLE_PATTERNS`.
-FALLBACK_PATTERNS = ("*.tsv",)
-#: Suffixes of archives that are never opened inside an export; the user must unpack them.
-_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".gz", ".bz2", ".xz", ".7z", ".rar")
-_TABLE_SUFFIXES = (".tsv", ".txt")
 
 _TYPE_CODE = re.compile(r"^\[[tfn]\]$")
 # A cell that looks like an attempt at a type code (``[H]``, ``[T]``, ``[]``).
@@ -538,97 +548,9 @@ def read_regular_file(path, max_bytes: int | None = None, source=None) -> bytes:
     return data
 
 
-def _matches(name: str, patterns) -> bool:
-    """Case-insensitive match of a base name against glob-like ``prefix*suffix`` patterns."""
-    low = name.lower()
-    for pat in patterns:
-        prefix, _, suffix = pat.lower().partition("*")
-        if low.startswith(prefix) and low.endswith(suffix) and len(low) >= len(prefix) + len(suffix):
-            return True
-    return False
-
-
-def _is_junk(parts) -> bool:
-    """Hidden files and folders, macOS resource forks: never tables."""
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
-
-
-def _is_archive(name: str) -> bool:
-    return name.lower().endswith(_ARCHIVE_SUFFIXES)
-
-
 def _unsafe_member(name: str) -> bool:
     """True for a zip member name that is absolute or climbs with ``..`` (zip-slip)."""
     return name.startswith("/") or bool(_DRIVE.match(name)) or ".." in name.split("/") or "\x00" in name
-
-
-def _list_folder(root: Path) -> tuple[list[str], list[str]]:
-    """Every file below ``root`` (POSIX paths relative to it, hidden ones left out), and the archives among them.
-
-    A listing only (``os.walk``): nothing is opened, links to folders are not followed.
-    """
-    files, archives = [], []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        rel_dir = "" if rel_dir == "." else rel_dir
-        dirnames[:] = sorted(d for d in dirnames if not _is_junk([d]))
-        for name in filenames:
-            if _is_junk([name]):
-                continue
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            if _is_archive(name):
-                archives.append(rel)
-            files.append(rel)
-    return files, archives
-
-
-def pick_tables(files) -> tuple[list[str], bool]:
-    """The tables among ``files`` (POSIX paths inside an export), sorted, and whether the fallback chose them.
-
-    The one rule of the reader and of the workflow's inputs: the files whose name matches
-    :data:`TABLE_PATTERNS` (in any case, at any depth); when there is none, every file matching
-    :data:`FALLBACK_PATTERNS`.
-    """
-    for patterns in (TABLE_PATTERNS, FALLBACK_PATTERNS):
-        chosen = sorted(f for f in files if _matches(posixpath.basename(f), patterns))
-        if chosen:
-            return chosen, patterns is FALLBACK_PATTERNS
-    return [], False
-
-
-def find_tables(path) -> list[str]:
-    """The files an export's reader reads as tables: the inputs that make a data update rerun the reader.
-
-    A folder: the tables :class:`Export` picks in it (:func:`pick_tables`: ``ecotaxa*.tsv`` and
-    ``ecotaxa*.txt`` in any case and at any depth, else every ``.tsv``), as paths under ``path``; a
-    table or a zip: the file itself; a path that does not exist: none (the reader then says so).
-    Only the folder is listed: nothing is opened or read, so this is cheap at DAG-build time.
-    """
-    p = Path(path)
-    if p.is_dir():
-        files, _ = _list_folder(p)
-        return [str(p / rel) for rel in pick_tables(files)[0]]
-    return [str(p)] if os.path.lexists(p) else []
-
-
-def table_bytes(path) -> int:
-    """Bytes of the tables an export's reader reads (a zip's: as declared inside it); 0 if none is found.
-
-    For sizing the reader's memory before it runs: a listing and a zip's directory, nothing inflated.
-    """
-    p = Path(path)
-    try:
-        if p.is_dir():
-            return sum(os.path.getsize(t) for t in find_tables(p) if os.path.isfile(t))
-        if not p.is_file():  # missing, or a named pipe or device: never opened here
-            return 0
-        if zipfile.is_zipfile(p) and not p.name.lower().endswith(_TABLE_SUFFIXES):
-            with zipfile.ZipFile(p) as z:
-                names = {Export._member_name(i): i.file_size for i in z.infolist() if not i.is_dir()}
-            return sum(names[n] for n in pick_tables([n for n in names if not _is_junk(n.split("/"))])[0])
-        return os.path.getsize(p)
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
-        return 0
 
 
 class Export:
@@ -787,19 +709,7 @@ class Export:
             self._check_member(self._members[name], source, max_bytes=None, table=True)
             self._found.append((source, posixpath.dirname(name), functools.partial(self._read_member, name)))
 
-    @staticmethod
-    def _member_name(info: zipfile.ZipInfo) -> str:
-        """Member name with '/' separators, decoded as UTF-8 even when the zip does not say so."""
-        name = info.filename
-        if not info.flag_bits & 0x800:
-            try:  # zipfile decoded it as cp437; most tools actually write UTF-8
-                name = name.encode("cp437").decode("utf-8")
-            except (UnicodeEncodeError, UnicodeDecodeError):
-                pass
-        name = name.replace("\\", "/")
-        while name.startswith("./"):
-            name = name[2:]
-        return name
+    _member_name = staticmethod(member_name)
 
     def _choose(self, files: list[str], archives: list[str]) -> list[str]:
         """Pick the tables among ``files`` (POSIX relative paths), sorted; raise if there are none."""

@@ -4,7 +4,8 @@ Rule ``read_export`` checks the images its rows name, and writes what it found t
 ``results/data/images.tsv``: one row per image with its size, its *stamp* (a file's modification
 time in nanoseconds; a zip member's CRC-32 and compressed size), its *content key* (the SHA-1 of its
 bytes), the outcome (``ok`` or the ledger's reason) and its grey-level statistics
-(:class:`lokiml.images.ImageStats`).
+(:class:`lokiml.images.ImageStats`); and one row per table of the export (or for its zip), with
+their size and stamp. The first line records the state the run was given (:func:`export_state`).
 
 Three things rest on it:
 
@@ -45,6 +46,15 @@ from pathlib import Path
 from . import images, memory
 from .config import params_hash
 from .ecotaxa import Export, FileInfo, ImageMissing, ImageRefused, InputError, UnsafePath
+from .export_files import (  # the manifest's format, and the workflow's check of it
+    COLUMNS,
+    FILE_KINDS,
+    MANIFEST_HEADER,
+    export_root,
+    export_state,
+    file_signature,
+    read_manifest,
+)
 from .io import atomic_path
 from .logs import Progress
 
@@ -54,13 +64,6 @@ __all__ = ["CheckParams", "ImageCheck", "CheckCache", "check_images", "export_st
            "file_rows", "export_root", "write_manifest", "read_manifest", "polarity_evidence", "OK"]
 
 OK = "ok"
-#: Columns of the manifest (results/data/images.tsv), after its first line (``# lokiml image manifest ...``).
-COLUMNS = ["kind", "image_ref", "size", "stamp", "key", "outcome", "detail", "width", "height", "min", "max",
-           "border", "centre", "exact"]
-#: Kinds of manifest rows: files that export_state checks at DAG-build time (relative to the export's
-#: folder, or the zip's), and zip members (covered by the zip's own row).
-FILE_KINDS = ("image", "table", "zip")
-_HEADER = "# lokiml image manifest v1"
 #: Bump when the check of a content changes (its cached results are then made again).
 CHECK_VERSION = 1
 _STAT_FIELDS = ("min", "max", "border", "centre", "exact")
@@ -113,26 +116,6 @@ class _Content:
 # --------------------------------------------------------------------------- #
 
 
-def file_signature(path) -> tuple[int, str]:
-    """``(size, stamp)`` of a file as :func:`export_state` compares it: cheap (one ``stat``), never opens it.
-
-    ``(-1, "absent")`` when there is nothing at ``path``; a special file's stamp names its type.
-    """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return -1, "absent"
-    if not stat.S_ISREG(st.st_mode):
-        return -1, f"special:{stat.S_IFMT(st.st_mode):o}"
-    return st.st_size, str(st.st_mtime_ns)
-
-
-def export_root(export_path) -> Path:
-    """The folder the manifest's files are relative to: the export folder, or the folder of a table or a zip."""
-    p = Path(export_path)
-    return p if p.is_dir() else p.parent
-
-
 def file_rows(export: Export) -> list[ImageCheck]:
     """Manifest rows of the export's own files: its tables (a folder or a table), or the zip."""
     root = export_root(export.path)
@@ -148,30 +131,6 @@ def file_rows(export: Export) -> list[ImageCheck]:
     return out
 
 
-def export_state(export_path, manifest_path) -> str:
-    """A token that changes when a file of the export changed on disk; for ``params:`` of read_export.
-
-    Cheap enough for every DAG build: one ``stat`` per file of the last manifest (its images, its
-    tables or its zip: 100 000 images take about 0.3 s), nothing opened. When every file still has
-    the size and stamp recorded there, the token is the one recorded (the one that run was given:
-    nothing reruns); else a digest of what they have now. An image replaced in place, one that
-    appeared where a row named a missing one or went away, a table replaced by an older copy (which
-    Snakemake's own check of modification times misses), all change it. No manifest yet: ``none``.
-    """
-    manifest = Path(manifest_path)
-    if not manifest.is_file():
-        return "none"
-    recorded, rows = read_manifest(manifest, columns=("kind", "image_ref", "size", "stamp"))
-    if recorded is None:
-        return "none"
-    root = export_root(export_path)
-    rows = [r for r in rows if r["kind"] in FILE_KINDS]
-    now = [(r["image_ref"], *file_signature(root / r["image_ref"])) for r in rows]
-    if all(str(size) == r["size"] and stamp == r["stamp"] for (_, size, stamp), r in zip(now, rows)):
-        return recorded
-    return "changed-" + params_hash(now)
-
-
 # --------------------------------------------------------------------------- #
 # The manifest file
 # --------------------------------------------------------------------------- #
@@ -181,7 +140,7 @@ def write_manifest(path, checks: list[ImageCheck], state: str = "none") -> None:
     """Write the manifest: a first line with ``state`` (:func:`images_state` of the run's token), then one
     TSV row per image, sorted by reference."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(f"{_HEADER}\tstate={state}\n")
+        f.write(f"{MANIFEST_HEADER}\tstate={state}\n")
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(COLUMNS)
         for c in sorted(checks, key=lambda c: (c.kind not in ("table", "zip"), c.ref)):
@@ -189,24 +148,6 @@ def write_manifest(path, checks: list[ImageCheck], state: str = "none") -> None:
             w.writerow([c.kind, c.ref, c.size, c.stamp, c.key, c.outcome, c.detail, c.width, c.height,
                         *(("", "", "", "", "") if st is None else
                           (st.min, st.max, f"{st.border:g}", f"{st.centre:g}", int(st.exact)))])
-
-
-def read_manifest(path, columns=None) -> tuple[str | None, list[dict]]:
-    """``(state, rows)`` of a manifest (rows as dicts of text); ``(None, [])`` for a file that is not one."""
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            first = f.readline().rstrip("\n")
-            if not first.startswith(_HEADER):
-                return None, []
-            state = first.split("state=", 1)[1] if "state=" in first else "none"
-            reader = csv.DictReader(f, delimiter="\t")
-            if columns:
-                rows = [{k: r[k] for k in columns} for r in reader]
-            else:
-                rows = list(reader)
-            return state, rows
-    except (OSError, UnicodeDecodeError, csv.Error, KeyError, IndexError):
-        return None, []
 
 
 def _check_from_row(r: dict) -> ImageCheck:
