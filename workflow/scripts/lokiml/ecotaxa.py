@@ -784,10 +784,9 @@ class Export:
         that cannot or must not be inflated.
         """
         ref = self._canonical(ref)
-        source = self._shown(ref)
         if self._zip is not None:
             info = self._member_info(ref, str(self.path))
-            self._check_member(info, source, max_bytes)
+            self._check_member(info, self._shown(ref), max_bytes)
             return FileInfo(info.file_size, f"crc{info.CRC:08x}:{info.compress_size}")
         real = self._real_path(ref, str(self.path))
         try:
@@ -795,12 +794,12 @@ class Export:
         except (FileNotFoundError, NotADirectoryError):
             raise ImageMissing(str(self.path), f"image {ref!r} not found (looked for {self._root / ref})") from None
         except OSError as e:
-            raise InputError(source, f"cannot be read ({e.strerror or e})") from None
+            raise InputError(self._shown(ref), f"cannot be read ({e.strerror or e})") from None
         if not stat.S_ISREG(st.st_mode):
-            raise ImageRefused(source, f"is a {file_kind(st.st_mode)}, not an image file", "not_a_file",
+            raise ImageRefused(self._shown(ref), f"is a {file_kind(st.st_mode)}, not an image file", "not_a_file",
                                hint="remove it from the export, or replace it by the image itself")
         if max_bytes is not None and st.st_size > max_bytes:
-            raise ImageRefused(source, f"is {st.st_size} bytes, over normalise.max_bytes ({max_bytes})",
+            raise ImageRefused(self._shown(ref), f"is {st.st_size} bytes, over normalise.max_bytes ({max_bytes})",
                                "file_too_large", hint="raise normalise.max_bytes if it is a genuine image")
         return FileInfo(st.st_size, str(st.st_mtime_ns))
 
@@ -824,7 +823,7 @@ class Export:
 
     def _canonical(self, ref) -> str:
         ref = str(ref)
-        if not ref or ref != posixpath.normpath(ref) or _unsafe_member(ref) or "\\" in ref or ref == ".":
+        if not ref or "\\" in ref or ref == "." or ref != posixpath.normpath(ref) or _unsafe_member(ref):
             raise UnsafePath(self.path, f"{ref!r} is not a canonical image reference inside the export")
         return ref
 

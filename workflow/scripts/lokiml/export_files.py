@@ -177,30 +177,36 @@ def export_state(export_path, manifest_path) -> str:
     manifest = Path(manifest_path)
     if not manifest.is_file():
         return "none"
-    recorded, rows = read_manifest(manifest, columns=("kind", "image_ref", "size", "stamp"))
+    recorded, rows = read_manifest(manifest, columns=("kind", "image_ref", "size", "stamp"), as_tuples=True)
     if recorded is None:
         return "none"
-    root = export_root(export_path)
-    rows = [r for r in rows if r["kind"] in FILE_KINDS]
-    now = [(r["image_ref"], *file_signature(root / r["image_ref"])) for r in rows]
-    if all(str(size) == r["size"] and stamp == r["stamp"] for (_, size, stamp), r in zip(now, rows)):
+    root = str(export_root(export_path))
+    files = [(ref, size, stamp) for kind, ref, size, stamp in rows if kind in FILE_KINDS]
+    now = [(ref, *file_signature(os.path.join(root, ref))) for ref, _, _ in files]
+    if all(str(n[1]) == size and n[2] == stamp for n, (_, size, stamp) in zip(now, files)):
         return recorded
     return "changed-" + params_hash(now)
 
 
-def read_manifest(path, columns=None) -> tuple[str | None, list[dict]]:
-    """``(state, rows)`` of a manifest (rows as dicts of text); ``(None, [])`` for a file that is not one."""
+def read_manifest(path, columns=None, as_tuples: bool = False) -> tuple[str | None, list]:
+    """``(state, rows)`` of a manifest; ``(None, [])`` for a file that is not one.
+
+    Rows as dicts of text (of ``columns``, default all), or with ``as_tuples`` as tuples of ``columns``.
+    """
     try:
         with open(path, encoding="utf-8", newline="") as f:
             first = f.readline().rstrip("\n")
             if not first.startswith(MANIFEST_HEADER):
                 return None, []
             state = first.split("state=", 1)[1] if "state=" in first else "none"
-            reader = csv.DictReader(f, delimiter="\t")
-            if columns:
-                rows = [{k: r[k] for k in columns} for r in reader]
+            reader = csv.reader(f, delimiter="\t")
+            header = next(reader)
+            columns = list(columns or header)
+            pick = [header.index(c) for c in columns]
+            if as_tuples:
+                rows = [tuple(r[i] for i in pick) for r in reader]
             else:
-                rows = list(reader)
+                rows = [dict(zip(columns, (r[i] for i in pick))) for r in reader]
             return state, rows
-    except (OSError, UnicodeDecodeError, csv.Error, KeyError, IndexError):
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, IndexError, StopIteration):
         return None, []

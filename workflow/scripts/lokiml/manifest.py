@@ -165,6 +165,30 @@ def _check_from_row(r: dict) -> ImageCheck:
 # --------------------------------------------------------------------------- #
 
 
+class _ContentChecks(dict):
+    """Content checks by key; those of the last run are made from their manifest rows when first asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[str, dict] = {}
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        r = self.rows.get(key)
+        if r is None:
+            return default
+        try:
+            c = _check_from_row(r)
+        except (KeyError, ValueError):
+            return default
+        content = _Content(reason="" if c.outcome in (OK, "no_object") else c.outcome,
+                           detail=c.detail if c.outcome not in (OK, "no_object") else "",
+                           width=c.width, height=c.height, stats=c.stats)
+        self[key] = content
+        return content
+
+
 # The outcomes that belong to a content (the same bytes give the same outcome), cached by key.
 _CONTENT_OUTCOMES = {OK, "no_object", "unreadable_image", "image_too_large"}
 
@@ -180,10 +204,13 @@ class CheckCache:
 
     def __init__(self, cache_dir, export_path, params: CheckParams):
         self.path = Path(cache_dir) / "images.tsv" if cache_dir else None
-        self.export_scope = params_hash({"export": os.path.abspath(str(export_path))})
+        # The export as the config names it (relative to the working directory): a copy of the whole
+        # project, export and cache included, keeps its cache (the files' size and stamp still decide).
+        self.export_scope = params_hash({"export": os.path.normpath(str(export_path))})
         self.content_scope = params.content_key()
         self.by_file: dict[tuple[str, int, str], str] = {}
-        self.by_key: dict[str, _Content] = {}
+        self.by_key = _ContentChecks()
+        self._rows = self.by_key.rows
         if self.path is None or not self.path.is_file():
             return
         state, rows = read_manifest(self.path)
@@ -192,18 +219,15 @@ class CheckCache:
         parts = (state.split(",") + [""])[:2]
         same_export, same_content = parts[0] == self.export_scope, parts[1] == self.content_scope
         for r in rows:
-            try:
-                c = _check_from_row(r)
-            except (KeyError, ValueError):
+            key = r.get("key", "")
+            if not key:
                 continue
-            if c.key and same_export:
-                self.by_file[(c.ref, c.size, c.stamp)] = c.key
-            if c.key and same_content and c.outcome in _CONTENT_OUTCOMES:
-                self.by_key[c.key] = _Content(reason="" if c.outcome in (OK, "no_object") else c.outcome,
-                                              detail=c.detail if c.outcome not in (OK, "no_object") else "",
-                                              width=c.width, height=c.height, stats=c.stats)
-        log.info("check cache %s: %d file(s), %d content check(s) reused from the last run", self.path,
-                 len(self.by_file), len(self.by_key))
+            if same_export:
+                self.by_file[(r["image_ref"], int(r["size"]), r["stamp"])] = key
+            if same_content and r["outcome"] in _CONTENT_OUTCOMES:
+                self._rows[key] = r  # made a _Content when asked for (most are never asked: kept files)
+        log.info("check cache %s: %d file(s), %d content check(s) known from the last run", self.path,
+                 len(self.by_file), len(self._rows))
 
     def save(self, checks: list[ImageCheck]) -> None:
         if self.path is None:

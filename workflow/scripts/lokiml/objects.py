@@ -242,8 +242,9 @@ def select_objects(
         outcome[pending & no_cat] = "no_category"
         # The class is looked up for every labelled row, so that the ledger can
         # account per class even for rows dropped for another reason.
+        cat_values, hier_values = category.to_numpy(dtype=object), hierarchy.to_numpy(dtype=object)
         for i in np.flatnonzero(~no_cat):
-            m = matcher.match(category.iat[i], hierarchy.iat[i] if hierarchy.iat[i] not in ("nan", "NaN") else "")
+            m = matcher.match(cat_values[i], hier_values[i] if hier_values[i] not in ("nan", "NaN") else "")
             if m is not None and m is not ClassMatcher.DROP:
                 class_name[i] = m
             if outcome[i] != USED:
@@ -252,8 +253,9 @@ def select_objects(
                 outcome[i] = "unmapped_category"
             elif m is ClassMatcher.DROP:
                 outcome[i] = "dropped_by_mapping"
+        id_values = object_id.to_numpy(dtype=object)
         for i in np.flatnonzero(outcome == USED):
-            oid = object_id.iat[i]
+            oid = id_values[i]
             if oid == "":
                 outcome[i] = "no_object_id"
             elif is_augmented_id(oid):
@@ -266,8 +268,9 @@ def select_objects(
         image_ref = np.full(n, "", dtype=object)
         detail = np.full(n, "", dtype=object)
         if images:
+            name_values = img_name.to_numpy(dtype=object)
             for i in np.flatnonzero(outcome == USED):
-                name = img_name.iat[i].strip()
+                name = name_values[i].strip()
                 if not name or name in ("nan", "NaN"):
                     outcome[i] = "no_image_name"
                     continue

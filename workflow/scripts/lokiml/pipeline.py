@@ -43,7 +43,6 @@ def read_export(export_path, objects_out, ledger_out, classes, statuses=("valida
                              max_pixels=max_pixels, threads=threads, max_bytes=max_bytes, threshold=threshold,
                              polarity=polarity, bottom_crop=bottom_crop, cache_dir=cache_dir, images=images)
         files = file_rows(export)
-    assert len(sel.ledger) == sum(1 for _ in sel.ledger.itertuples()), "ledger rows"
     write_tsv(objects_out, sel.objects)
     write_tsv(ledger_out, sel.ledger)
     if manifest_out:
