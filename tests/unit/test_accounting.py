@@ -9,6 +9,7 @@ the demo export and over every real export under ../shared/data/ecotaxa.
 from __future__ import annotations
 
 import pathlib
+import re
 
 import pandas as pd
 import pytest
@@ -148,3 +149,9 @@ def test_the_accounting_page_shows_the_polarity_evidence(tmp_path):
                             manifest_path=d / "images.tsv")
     html = (d / "accounting.html").read_text()
     assert "have a border darker than their middle" in html and "normalise.polarity is &#x27;dark&#x27;" in html
+    from lokiml.evaluate import plot_data_summary
+
+    r = d / "report"
+    plot_data_summary(d / "summary.tsv", d / "split.tsv", r / "o.svg", r / "d.svg", r / "s.svg", r / "summary.html",
+                      classes=classes, cap=60, manifest_path=d / "images.tsv")
+    assert re.search(r"Images: polarity: 0 of \d+ usable images \(0 %\) have a border darker", (r / "summary.html").read_text())

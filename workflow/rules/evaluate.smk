@@ -132,6 +132,7 @@ rule plot_data_summary:
     input:
         summary=f"{DATA}/summary.tsv",
         split=f"{DATA}/split.tsv",
+        manifest=f"{DATA}/images.tsv",
     output:
         table=report(
             f"{DATA}/report/summary.html",
@@ -160,6 +161,7 @@ rule plot_data_summary:
     params:
         classes=config["classes"],
         cap=config["balance"]["cap"],
+        polarity=config["normalise"]["polarity"],
     conda:
         "../envs/train.yaml"
     log:
