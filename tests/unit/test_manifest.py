@@ -167,3 +167,37 @@ def test_an_image_over_the_jobs_memory_is_counted_not_decoded(tmp_path):
         memory.set_budget(None)
     row = sel.ledger.set_index("object_id").loc["o1"]
     assert row["outcome"] == "image_too_large" and "mem_mb" in row["detail"]
+
+
+@pytest.mark.slow
+def test_read_export_stays_under_its_mem_mb_with_huge_images(tmp_path):
+    """Three 100-Mpixel RGBA images (700 MB each to decode), two threads, mem_mb 1400: the decodings
+    take turns, and the job's peak memory (VmHWM, in a child process) stays under mem_mb."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "e"
+    (folder / "img").mkdir(parents=True)
+    a = np.full((10_000, 10_000, 4), 250, np.uint8)
+    a[4000:6000, 4000:6000, :3] = 30
+    buf = io.BytesIO()
+    Image.fromarray(a, "RGBA").save(buf, "PNG", compress_level=1)
+    del a
+    lines = ["img_file_name\tobject_id\tobject_annotation_status\tobject_annotation_category"]
+    for k in range(3):
+        (folder / "img" / f"{k}.png").write_bytes(buf.getvalue())
+        lines.append(f"img/{k}.png\to{k}\tvalidated\tA")
+    (folder / "ecotaxa_x.tsv").write_text("\n".join(lines) + "\n")
+    code = f"""
+import sys; sys.path.insert(0, {str(pytest.importorskip('lokiml').__path__[0] + '/..')!r})
+from lokiml import pipeline
+from lokiml.logs import peak_rss_mb
+sel = pipeline.read_export({str(folder)!r}, {str(tmp_path / 'objects.tsv')!r}, {str(tmp_path / 'ledger.tsv')!r},
+                           ["A", "B"], threads=2, mem_mb=1400, manifest_out={str(tmp_path / 'images.tsv')!r})
+print(list(sel.ledger["outcome"]), peak_rss_mb())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    outcomes, peak = out.stdout.strip().rsplit(" ", 1)
+    assert outcomes == "['used', 'used', 'used']", out.stdout
+    assert float(peak) < 1400, f"peak {peak} MB"
