@@ -134,10 +134,17 @@ def test_descriptor_only_runs_need_no_images(tmp_path):
     (folder / "ecotaxa_x.tsv").write_text("object_id\tobject_annotation_status\tobject_annotation_category\t"
                                           "object_area\n" + "".join(f"o{k}\tvalidated\t{'AB'[k % 2]}\t{k}\n"
                                                                     for k in range(10)))
-    _, sel = run_read(folder, tmp_path / "out", tmp_path / "cache", images=False)
-    assert (sel.ledger["outcome"] == "used").all() and len(sel.objects) == 10
+    for mode in ("ignored", "optional"):
+        _, sel = run_read(folder, tmp_path / mode, tmp_path / "cache", images=mode)
+        assert (sel.ledger["outcome"] == "used").all() and len(sel.objects) == 10
+        assert (sel.objects["image_ref"] == "").all()
     with pytest.raises(Exception, match="img_file_name"):
-        run_read(folder, tmp_path / "out2", tmp_path / "cache2", images=True)
+        run_read(folder, tmp_path / "out2", tmp_path / "cache2", images="required")
+    # optional, with images: they are checked as when required (descriptors measured on them need them)
+    with_images = make_export(tmp_path / "with", missing=(4,))
+    _, sel = run_read(with_images, tmp_path / "out3", tmp_path / "cache3", images="optional")
+    assert sel.ledger.set_index("object_id").at["o4", "outcome"] == "missing_image"
+    assert (sel.objects["image_ref"] != "").all()
 
 
 def test_memory_budget_makes_large_decodes_take_turns_and_refuses_what_cannot_fit():

@@ -103,6 +103,7 @@ rule normalise_images:
         bottom_crop=config["normalise"]["bottom_crop"],
         max_pixels=config["normalise"]["max_pixels"],
         max_bytes=config["normalise"]["max_bytes"],
+        canvas=config["normalise"]["canvas"],
         cache_dir="resources/cache/normalised",
     threads: 2
     resources:

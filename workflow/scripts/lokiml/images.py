@@ -419,7 +419,7 @@ def augment(img: np.ndarray, flip: bool, angle: float, dx: float, dy: float) -> 
 
 
 def normalise(img: np.ndarray, size: int, threshold: int = 245, polarity: str = "dark",
-              bottom_crop: float = 0.0) -> np.ndarray:
+              bottom_crop: float = 0.0, canvas: int | None = None) -> np.ndarray:
     """Crop to the object, centre it on a square canvas and resize: ``uint8 (size, size)``.
 
     * ``bottom_crop``: the fraction of the height removed from the bottom first
@@ -437,6 +437,10 @@ def normalise(img: np.ndarray, size: int, threshold: int = 245, polarity: str = 
       its longer side fills the canvas; a smaller one is enlarged with the canvas
       (BILINEAR: no ringing on small objects). The aspect ratio is kept and the
       object is never cropped.
+    * ``canvas`` (pixels of the original image, scale-preserving): the square's side is at least
+      ``canvas``, so every object no larger than it keeps its size relative to the frame (a 5 px speck
+      stays small, a 90 px organism fills most of a 100 px canvas); larger objects are shrunk to fit.
+      None: each object on its own square (fills the frame whatever its size).
     """
     img = _check_grey(img)
     size = int(size)
@@ -466,32 +470,35 @@ def normalise(img: np.ndarray, size: int, threshold: int = 245, polarity: str = 
     if rows.size:
         cols = np.flatnonzero(obj.any(axis=0))
         img = img[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
-    return square(img, size, background)
+    return square(img, size, background, canvas)
 
 
-def square(crop: np.ndarray, size: int, background: int) -> np.ndarray:
-    """``crop`` centred on a ``size x size`` canvas of ``background``, its aspect ratio kept.
+def square(crop: np.ndarray, size: int, background: int, canvas: int | None = None) -> np.ndarray:
+    """``crop`` centred on a ``size x size`` square of ``background``, its aspect ratio kept.
 
-    Larger than ``size``: the crop is shrunk first (LANCZOS) so that its longer side is ``size`` and
-    its shorter one at least a pixel, then pasted: no canvas of the crop's own side is ever built
-    (a 100 000 x 2 px image needed 9.3 GiB that way), and a long thin object keeps its contrast
-    instead of fading into a canvas of its length (a 10 px wide line 30 000 px long vanished).
-    Smaller: pasted on a square of its longer side, then enlarged (BILINEAR: no ringing).
+    The square stands for a side of ``max(h, w, canvas)`` pixels of the original image (``canvas``:
+    the scale-preserving option of :func:`normalise`). Larger than ``size``: the crop is shrunk first
+    (LANCZOS) by ``size / side``, each of its sides to at least a pixel, then pasted: no square of the
+    original side is ever built (a 100 000 x 2 px image needed 9.3 GiB that way), and a long thin
+    object keeps its contrast instead of fading into a square of its length (a 10 px wide line
+    30 000 px long vanished). Smaller: pasted on a square of that side, then enlarged (BILINEAR: no
+    ringing).
     """
     h, w = crop.shape
-    side = max(h, w)
+    side = max(h, w, int(canvas or 0))
     if side > size:
         nh, nw = max(1, round(h * size / side)), max(1, round(w * size / side))
-        crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop), "L").resize(
-            (nw, nh), resample=Image.Resampling.LANCZOS), dtype=np.uint8)
+        if (nh, nw) != (h, w):
+            crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop), "L").resize(
+                (nw, nh), resample=Image.Resampling.LANCZOS), dtype=np.uint8)
         h, w, side = nh, nw, size
-    canvas = np.full((side, side), background, dtype=np.uint8)
+    out = np.full((side, side), background, dtype=np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
-    canvas[top: top + h, left: left + w] = crop
+    out[top: top + h, left: left + w] = crop
     if side == size:
-        return canvas
-    out = Image.fromarray(canvas, "L").resize((size, size), resample=Image.Resampling.BILINEAR)
-    return np.array(out, dtype=np.uint8)
+        return out
+    return np.array(Image.fromarray(out, "L").resize((size, size), resample=Image.Resampling.BILINEAR),
+                    dtype=np.uint8)
 
 
 def _check_grey(img: np.ndarray) -> np.ndarray:

@@ -175,13 +175,15 @@ def select_objects(
     polarity: str = "dark",
     bottom_crop: float = 0.0,
     cache_dir=None,
-    images: bool = True,
+    images: bool | str = True,
 ) -> Selection:
     """Select, map and check the rows of every table in ``export``.
 
-    ``images``: whether the objects need an image (a CNN experiment is configured). Without, the
-    image columns are optional and no image is looked at (descriptor experiments run on a table
-    without images). With, every image a usable row names is checked once per content
+    ``images``: ``"required"`` (or True: a CNN experiment is configured, every object needs its image),
+    ``"optional"`` (descriptors that use the images when there are any: a table without an
+    ``img_file_name`` column gives objects without images, a table with one is checked as when
+    required) or ``"ignored"`` (or False: descriptors of the export only; no image is looked at).
+    Every image a usable row names is checked once per content
     (:func:`lokiml.manifest.check_images`: present, a regular file within ``max_bytes``, decodable
     within ``max_pixels``, showing an object at ``threshold`` and ``polarity`` after
     ``bottom_crop``); ``check_images=False`` checks only that the file is there and may be read.
@@ -190,14 +192,21 @@ def select_objects(
     from .manifest import CheckCache, CheckParams
     from .manifest import check_images as run_checks
 
+    mode = {True: "required", False: "ignored"}.get(images, images)
+    if mode not in ("required", "optional", "ignored"):
+        raise ValueError(f"images must be required, optional or ignored, not {images!r}")
     matcher = ClassMatcher(classes, mapping)
     statuses = set(statuses)
     seen_ids: set[str] = set()
     parts = []  # per table: (table, outcome, class_name, image_ref, object_id, img_name, status, category)
     need: dict[str, list[tuple[int, int]]] = {}  # image ref -> [(table number, row)]
-    required = ["object_id"] + (["img_file_name"] if images else [])
     for t_no, table in enumerate(export.tables):
         df = table.df
+        required = ["object_id"] + (["img_file_name"] if mode == "required" else [])
+        table_images = mode == "required" or (mode == "optional" and "img_file_name" in df.columns)
+        if mode == "optional" and not table_images and len(df):
+            log.info("%s: no img_file_name column: its objects have no images (the descriptor experiments need "
+                     "none)", table.source)
         if any(c not in df.columns for c in required):
             missing = [c for c in required if c not in df.columns]
             raise InputError(table.source, f"missing required column(s) {missing}", row=table.header_line,
@@ -267,7 +276,7 @@ def select_objects(
 
         image_ref = np.full(n, "", dtype=object)
         detail = np.full(n, "", dtype=object)
-        if images:
+        if table_images:
             name_values = img_name.to_numpy(dtype=object)
             for i in np.flatnonzero(outcome == USED):
                 name = name_values[i].strip()
