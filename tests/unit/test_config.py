@@ -16,7 +16,8 @@ def base_config(project_root):
 def test_shipped_config_is_valid_and_defaults_filled(base_config):
     cfg = validate_config(base_config)
     assert cfg["balance"]["cap"] == 1000
-    assert cfg["split"] == {"train": 0.6, "valid": 0.2, "test": 0.2, "seed": 3, "group_by": None, "holdout": None}
+    assert cfg["split"] == {"train": 0.6, "valid": 0.2, "test": 0.2, "seed": 3, "exact_shares": False,
+                            "group_by": None, "holdout": None}
     exp = cfg["experiments"]["inceptionv3_pretrained_rmsprop_1000"]
     # the seed's settings
     assert (exp["model"], exp["weights"], exp["image_size"], exp["batch_size"], exp["epochs"]) == (
