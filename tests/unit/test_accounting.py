@@ -9,6 +9,7 @@ the demo export and over every real export under ../shared/data/ecotaxa.
 from __future__ import annotations
 
 import pathlib
+import re
 
 import pandas as pd
 import pytest
@@ -114,3 +115,43 @@ def test_split_of_another_run_is_refused():
     with pytest.raises(InputError, match="split.tsv: holds 2 objects but the ledger used only 1") as e:
         pipeline.accounting(ledger, split, ["A"])
     assert "run again" in e.value.hint
+
+
+def test_an_object_normalisation_could_not_use_is_counted_as_training_counts_it(tmp_path, caplog):
+    """Should an image fail at normalisation after read_export used it (it changed in between), the
+    accounting counts it as dropped, as training leaves it out: ledger, accounting and training agree."""
+    ledger = pd.DataFrame({"category": ["A", "A", "A"], "class_name": ["A", "A", "A"], "outcome": ["used"] * 3,
+                           "object_id": ["o1", "o2", "o3"]})
+    split = pd.DataFrame({"item_id": ["o1", "o2", "o3", "o3#aug0001"], "object_id": ["o1", "o2", "o3", "o3"],
+                          "augmented": [0, 0, 0, 1]})
+    store = pd.DataFrame({"item_id": ["o1", "o2", "o3", "o3#aug0001"],
+                          "status": ["ok", "truncated_image: o2.jpg: truncated image", "ok", "ok"]})
+    fixed = pipeline.store_failures(ledger, split, store)
+    assert list(fixed["outcome"]) == ["used", "unreadable_image", "used"]
+    assert any("could not be normalised" in r.getMessage() for r in caplog.records)
+    kept = split[split["object_id"] != "o2"]
+    acc = pipeline.accounting(fixed, kept, ["A"])
+    total = acc.iloc[-1]
+    assert total["used"] == 2 and total["dropped_unreadable_image"] == 1 and (acc["check"] == "ok").all()
+
+
+def test_the_accounting_page_shows_the_polarity_evidence(tmp_path):
+    folder = tmp_path / "demo_export"
+    make_demo_export(folder, seed=1)
+    d = tmp_path / "data"
+    classes = DEMO_CONFIG_CLASSES
+    pipeline.read_export(folder, d / "objects.tsv", d / "ledger.tsv", classes, threads=2,
+                         manifest_out=d / "images.tsv")
+    pipeline.balance_classes(d / "objects.tsv", d / "balanced.tsv", classes, cap=60)
+    pipeline.split_dataset(d / "balanced.tsv", d / "objects.tsv", d / "split.tsv")
+    pipeline.summarise_data(d / "ledger.tsv", d / "objects.tsv", d / "split.tsv", d / "summary.tsv", classes,
+                            accounting_out=d / "accounting.tsv", accounting_html_out=d / "accounting.html",
+                            manifest_path=d / "images.tsv")
+    html = (d / "accounting.html").read_text()
+    assert "have a border darker than their middle" in html and "normalise.polarity is &#x27;dark&#x27;" in html
+    from lokiml.evaluate import plot_data_summary
+
+    r = d / "report"
+    plot_data_summary(d / "summary.tsv", d / "split.tsv", r / "o.svg", r / "d.svg", r / "s.svg", r / "summary.html",
+                      classes=classes, cap=60, manifest_path=d / "images.tsv")
+    assert re.search(r"Images: polarity: 0 of \d+ usable images \(0 %\) have a border darker", (r / "summary.html").read_text())

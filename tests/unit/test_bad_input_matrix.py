@@ -17,10 +17,18 @@ Each synthetic export holds two good rows of class A, then the case's row, last.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import os
 import pathlib
 import re
+import signal
+import socket
+import stat
 import struct
+import time
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -31,9 +39,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from lokiml.balance import balance
+from lokiml.balance import balance, is_augmented_id
 from lokiml.config import class_slug, validate_config
-from lokiml.ecotaxa import open_export
+from lokiml.ecotaxa import find_tables, open_export
 from lokiml.errors import ConfigError, InputError
 from lokiml.images import decode_grey
 from lokiml.io import read_tsv, write_tsv
@@ -510,10 +518,11 @@ def test_class_name(tmp_path, caplog, name):
     cfg["classes"] = [name] + sorted(lookalikes)
     validate_config(cfg)
     # and the data stage maps the category exactly, through the TSVs, to every split
-    good = encode(grey(), "JPEG")
+    # one image per object, each different (objects sharing an image would share a split)
     rows = [[f"{i}.jpg", f"n{i}", "validated", name] for i in range(5)]
-    rows += [[f"{i}.jpg", f"x{i}", "validated", "other"] for i in range(5)]
-    path = export(tmp_path / "e", text=table_text(rows), images={f"{i}.jpg": good for i in range(5)})
+    rows += [[f"{i + 5}.jpg", f"x{i}", "validated", "other"] for i in range(5)]
+    path = export(tmp_path / "e", text=table_text(rows),
+                  images={f"{i}.jpg": encode(grey((40 + i, 30)), "JPEG") for i in range(10)})
     sel, n = read(path, classes=[name, "other"])
     assert_adds_up(sel, n)
     assert (sel.ledger["outcome"] == USED).all()
@@ -669,3 +678,431 @@ def test_shared_export(shared_data, rel):
 def test_shared_cases_all_exist(shared_data):
     for rel in SHARED_CASES:
         assert (shared_data / rel).exists(), rel
+
+
+# --------------------------------------------------------------------------- #
+# 8. Inputs that must not exhaust memory, hang, or pass silently (issue 14)
+# --------------------------------------------------------------------------- #
+
+
+def _grey_array(arr) -> bytes:
+    return encode(Image.fromarray(np.asarray(arr, dtype=np.uint8)), "PNG")
+
+
+def _noise_background():
+    rng = np.random.default_rng(3)
+    return _grey_array(rng.integers(246, 256, (60, 80)))  # a light frame with nothing darker than 245
+
+
+def _long_thin(shape, value=30):
+    a = np.full(shape, 250, np.uint8)
+    if shape[0] < shape[1]:
+        a[:, shape[1] // 10: -shape[1] // 10] = value
+    else:
+        a[shape[0] // 10: -shape[0] // 10, :] = value
+    return _grey_array(a)
+
+
+def _transparent():
+    return encode(Image.new("RGBA", (40, 30), (0, 0, 0, 0)), "PNG")
+
+
+NO_OBJECT_CASES = [
+    pytest.param("white.png", lambda: _grey_array(np.full((40, 60), 255)), Dropped("no_object"), id="image-all-white"),
+    pytest.param("black.png", lambda: _grey_array(np.zeros((40, 60))), Dropped("no_object"), id="image-all-black"),
+    pytest.param("grey.png", lambda: _grey_array(np.full((40, 60), 128)), Dropped("no_object"), id="image-flat-grey"),
+    pytest.param("black.jpg", lambda: encode(Image.new("L", (300, 200), 0), "JPEG"), Dropped("no_object"),
+                 id="image-all-black-jpeg"),
+    pytest.param("frame.png", _noise_background, Dropped("no_object"), id="image-background-only"),
+    pytest.param("clear.png", _transparent, Dropped("no_object"), id="image-fully-transparent"),
+    pytest.param("one.png", lambda: _grey_array(np.full((1, 1), 40)), Dropped("no_object"), id="image-one-pixel"),
+    # extreme shapes are used, and normalised without a canvas of their length (test_normalise_* below)
+    pytest.param("long.png", lambda: _long_thin((10, 30000)), Used(), id="image-30000x10"),
+    pytest.param("line.png", lambda: _long_thin((100000, 2)), Used(), id="image-2x100000"),
+    pytest.param("tiny.png", lambda: _grey_array([[250, 40], [250, 250]]), Used(), id="image-2x2-with-an-object"),
+    # other formats Pillow reads
+    pytest.param("i.webp", lambda: encode(grey(), "WEBP", lossless=True), Used(), id="image-webp"),
+    pytest.param("i.bmp", lambda: encode(grey(), "BMP"), Used(), id="image-bmp"),
+    pytest.param("i.tif", lambda: encode(grey(), "TIFF", compression="tiff_lzw"), Used(), id="image-tiff-lzw"),
+    pytest.param("t.jpg", lambda: _jpeg() + b"trailing bytes after the end of the JPEG", Used(),
+                 id="image-jpeg-with-trailing-bytes"),
+    pytest.param("h.jpg", lambda: b"<html><body>404 Not Found</body></html>\n", Dropped("unreadable_image"),
+                 id="image-html-page-named-jpg"),
+    pytest.param("g.gif", lambda: encode(grey().convert("P"), "GIF")[:-20], Dropped("unreadable_image"),
+                 id="image-truncated-gif"),
+]
+
+
+@pytest.mark.parametrize("name, make, want", NO_OBJECT_CASES)
+def test_image_content(tmp_path, caplog, name, make, want):
+    data = make()
+    path = export(tmp_path / "e", ["img/" + name, "case", "validated", "A"], images={"img/" + name: data})
+    sel = check_export(path, want, caplog)
+    if isinstance(want, Dropped):
+        detail = sel.ledger.iloc[-1]["detail"]
+        assert detail, "the ledger says why"
+
+
+def test_no_object_follows_threshold_and_polarity(tmp_path, caplog):
+    frame = _noise_background()
+    path = export(tmp_path / "e", ["f.png", "case", "validated", "A"], images={"f.png": frame})
+    check_export(path, Dropped("no_object"), caplog, threshold=245)
+    check_export(path, Used(), caplog, threshold=252)  # now its darker speckles count as an object
+    # light objects on a dark background: an all-black frame has none, with either polarity
+    black = export(tmp_path / "b", ["k.png", "case", "validated", "A"], images={"k.png": _grey_array(np.zeros((9, 9)))})
+    check_export(black, Dropped("no_object"), caplog, polarity="light")
+    check_export(black, Dropped("no_object"), caplog, polarity="auto")
+
+
+def _fifo(tmp, name):
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    os.mkfifo(path / name)
+    return path
+
+
+def _socket(tmp, name):
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path / name))
+    s.close()
+    return path
+
+
+def _folder(tmp, name):
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    (path / name).mkdir()
+    return path
+
+
+def _over_max_bytes(tmp, name):
+    return export(tmp / "e", [name, "case", "validated", "A"], images={name: _jpeg()})
+
+
+def _sparse_5_gib(tmp, name):
+    """A 5 GiB file named as an image (sparse: it takes no disk), over the default max_bytes."""
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    with open(path / name, "wb") as f:
+        f.truncate(5 * 2**30)
+    return path
+
+
+def _char_device(tmp, name):
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    try:
+        os.mknod(path / name, stat.S_IFCHR | 0o600, os.makedev(1, 5))  # like /dev/zero, inside the export
+    except PermissionError:
+        pytest.skip("creating a device node needs root")
+    return path
+
+
+def _link_to_fifo(tmp, name):
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    os.mkfifo(path / "fifo")
+    (path / name).symlink_to(path / "fifo")
+    return path
+
+
+def _broken_link(tmp, name):
+    path = export(tmp / "e", [name, "case", "validated", "A"])
+    (path / name).symlink_to(path / "nowhere.jpg")
+    return path
+
+
+SPECIAL_FILE_CASES = [
+    pytest.param(_fifo, "pipe.jpg", Dropped("not_a_file"), {}, id="image-named-pipe"),
+    pytest.param(_socket, "sock.jpg", Dropped("not_a_file"), {}, id="image-socket"),
+    pytest.param(_folder, "dir.jpg", Dropped("not_a_file"), {}, id="image-is-a-folder"),
+    pytest.param(_over_max_bytes, "big.jpg", Dropped("file_too_large"), {"max_bytes": len(_jpeg()) - 1},
+                 id="image-over-max-bytes"),
+    pytest.param(_sparse_5_gib, "huge.jpg", Dropped("file_too_large"), {}, id="image-5-GiB-file"),
+    pytest.param(_char_device, "dev.jpg", Dropped("not_a_file"), {}, id="image-character-device"),
+    pytest.param(_link_to_fifo, "link.jpg", Dropped("not_a_file"), {}, id="image-link-to-a-named-pipe"),
+    pytest.param(_broken_link, "broken.jpg", Dropped("missing_image"), {}, id="image-broken-link"),
+]
+
+
+@pytest.mark.parametrize("build, name, want, kw", SPECIAL_FILE_CASES)
+def test_special_files_are_counted_never_read(tmp_path, caplog, build, name, want, kw):
+    path = build(tmp_path, name)
+    with no_hang(20):
+        check_export(path, want, caplog, **kw)
+
+
+@contextlib.contextmanager
+def no_hang(seconds):
+    """Fail (instead of blocking the test run for ever) when the block takes longer than ``seconds``."""
+    def alarm(signum, frame):
+        raise AssertionError(f"blocked for more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_table_that_is_a_named_pipe_is_refused_without_blocking(tmp_path):
+    path = export(tmp_path / "e")
+    os.mkfifo(path / "ecotaxa_x.tsv")
+    with no_hang(20), pytest.raises(InputError) as e:
+        read(path)
+    assert_refused(e.value, Refused("named pipe", "ecotaxa_x.tsv", hint="remove it"))
+
+
+def test_export_that_is_a_named_pipe_or_a_device_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "export.zip")
+    with no_hang(20), pytest.raises(InputError) as e:
+        read(tmp_path / "export.zip")
+    assert_refused(e.value, Refused("named pipe", "export.zip", hint="give a"))
+    with no_hang(20), pytest.raises(InputError) as e:
+        read("/dev/zero")
+    assert_refused(e.value, Refused("character device", "/dev/zero", hint="give a"))
+
+
+# Zips whose members must not be inflated, or are not what they seem
+
+
+def _patch_zip(path, name, *, flag=None, method=None, size=None, corrupt=False):
+    """Rewrite fields of member ``name`` in the local header and the central directory of the zip at ``path``."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(name)
+        local = info.header_offset
+    for sig, off in ((b"PK\x03\x04", local), *((b"PK\x01\x02", i) for i in _find_all(data, b"PK\x01\x02"))):
+        if data[off:off + 4] != sig:
+            continue
+        if sig == b"PK\x01\x02":
+            n = struct.unpack_from("<H", data, off + 28)[0]
+            if data[off + 46: off + 46 + n].decode() != name:
+                continue
+            base = off + 2  # the central header has 'version made by' before the common fields
+        else:
+            base = off
+        if flag is not None:
+            struct.pack_into("<H", data, base + 6, struct.unpack_from("<H", data, base + 6)[0] | flag)
+        if method is not None:
+            struct.pack_into("<H", data, base + 8, method)
+        if size is not None:
+            struct.pack_into("<I", data, base + 22, size)
+    if corrupt:
+        start = local + 30 + len(name) + struct.unpack_from("<H", data, local + 28)[0]
+        for k in range(start + 5, start + 40):
+            data[k] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _find_all(data, sig):
+    i = data.find(sig)
+    while i >= 0:
+        yield i
+        i = data.find(sig, i + 1)
+
+
+def _zip_case(tmp, members, **patch):
+    good = encode(grey(), "JPEG")
+    files = {"ecotaxa_t.tsv": table_text(GOOD_ROWS + [["case.png", "case", "validated", "A"]]), "good1.jpg": good,
+             "good2.jpg": good}
+    path = tmp / "e.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in [*files.items(), *members]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # duplicate names are the point of some cases
+                z.writestr(name, data)
+    return _patch_zip(path, "case.png", **patch) if patch else path
+
+
+ZIP_CASES = [
+    pytest.param([("case.png", _png()), ("case.png", _grey_array(np.full((9, 9), 3)))], {}, Dropped("ambiguous_image"),
+                 id="zip-duplicate-member-different"),
+    pytest.param([("case.png", _png()), ("case.png", _png())], {}, Used(), id="zip-duplicate-member-identical"),
+    pytest.param([("case.png", _png())], {"flag": 0x1}, Dropped("unreadable_image"), id="zip-encrypted-member"),
+    pytest.param([("case.png", _png())], {"corrupt": True}, Dropped("unreadable_image"), id="zip-corrupt-member"),
+    pytest.param([("case.png", _png())], {"method": 99}, Dropped("unreadable_image"), id="zip-unknown-method"),
+    pytest.param([("case.png", _png())], {"size": 2**32 - 2}, Dropped("file_too_large"),
+                 id="zip-member-declares-4-GiB"),
+    pytest.param([("case.png", b"\0" * (20 << 20))], {}, Dropped("file_too_large"), id="zip-bomb-ratio"),
+]
+
+
+ZIP_WORDS = {"zip-encrypted-member": "encrypted", "zip-corrupt-member": "corrupt", "zip-unknown-method": "method 99",
+             "zip-member-declares-4-GiB": "not inflated", "zip-bomb-ratio": "zip bomb",
+             "zip-duplicate-member-different": "2 different members"}
+
+
+@pytest.mark.parametrize("members, patch, want", ZIP_CASES)
+def test_zip_member(tmp_path, caplog, request, members, patch, want):
+    path = _zip_case(tmp_path, members, **patch)
+    with no_hang(30):
+        sel = check_export(path, want, caplog)
+    if isinstance(want, Dropped):  # the ledger says which: encrypted, corrupt, ...
+        detail = sel.ledger.iloc[-1]["detail"]
+        assert ZIP_WORDS[request.node.callspec.id] in detail, detail
+
+
+def test_zip_over_max_bytes_is_not_inflated(tmp_path, caplog):
+    big = encode(Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120), dtype=np.uint8)), "PNG")
+    path = _zip_case(tmp_path, [("case.png", big)])
+    assert len(encode(grey(), "JPEG")) < len(big) - 1  # the good rows' images stay under the limit
+    check_export(path, Dropped("file_too_large"), caplog, max_bytes=len(big) - 1)
+
+
+@pytest.mark.parametrize("patch, words", [({"flag": 0x1}, "encrypted"), ({"method": 99}, "method 99")],
+                         ids=["zip-encrypted-table", "zip-table-unknown-method"])
+def test_zip_table_that_cannot_be_inflated_is_refused(tmp_path, patch, words):
+    path = _zip_case(tmp_path, [("case.png", _png())])
+    _patch_zip(path, "ecotaxa_t.tsv", **patch)
+    with pytest.raises(InputError) as e:
+        read(path)
+    assert_refused(e.value, Refused(words, "ecotaxa_t.tsv"))
+
+
+def test_zip_with_two_different_tables_of_one_name_is_refused(tmp_path):
+    path = _zip_case(tmp_path, [("ecotaxa_t.tsv", table_text(GOOD_ROWS[:1]))])
+    with pytest.raises(InputError) as e:
+        read(path)
+    assert_refused(e.value, Refused("2 different tables of this name", "ecotaxa_t.tsv", hint="unzip"))
+
+
+def test_truncated_zip_is_refused(tmp_path):
+    path = _zip_case(tmp_path, [("case.png", _png())])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(InputError) as e:
+        read(path)
+    assert_refused(e.value, Refused("not a readable zip", "e.zip", hint="download"))
+
+
+# Tables: encodings, ids, names
+
+
+def _utf(encoding, bom=b""):
+    return bom + table_text(GOOD_ROWS + [["good1.jpg", "case", "validated", "A"]]).encode(encoding)
+
+
+ENCODING_CASES = [
+    pytest.param(_utf("utf-16-le"), id="utf-16-le-without-bom"),
+    pytest.param(_utf("utf-16-be"), id="utf-16-be-without-bom"),
+    pytest.param(_utf("utf-16"), id="utf-16-with-bom"),
+    pytest.param(_utf("utf-32-le"), id="utf-32-le-without-bom"),
+    pytest.param(_utf("utf-32"), id="utf-32-with-bom"),
+    pytest.param(_utf("utf-8", b"\xef\xbb\xbf"), id="utf-8-with-bom"),
+]
+
+
+@pytest.mark.parametrize("data", ENCODING_CASES)
+def test_table_encodings(tmp_path, caplog, data):
+    check_export(export(tmp_path / "e", text=data), Used(), caplog)
+
+
+def test_utf16_with_a_broken_character_is_refused_naming_it(tmp_path):
+    data = _utf("utf-16-le") + b"\x00\xd8"  # a lone high surrogate at the end
+    with pytest.raises(InputError) as e:
+        read(export(tmp_path / "e", text=data))
+    assert_refused(e.value, Refused("not valid UTF-16-LE", "ecotaxa_t.tsv", hint="UTF-8"))
+
+
+ID_CASES = [
+    pytest.param(["good1.jpg", "", "validated", "A"], Dropped("no_object_id"), id="object_id-empty"),
+    pytest.param(["good1.jpg", "   ", "validated", "A"], Dropped("no_object_id"), id="object_id-blank"),
+    pytest.param(["good1.jpg", "o1#aug0001", "validated", "A"], Dropped("reserved_object_id"),
+                 id="object_id-of-an-augmented-copy"),
+    pytest.param(["good1.jpg", "o1#aug", "validated", "A"], Used(), id="object_id-with-aug-but-no-number"),
+    pytest.param(["good1.jpg", "o1 ", "validated", "A"], Dropped("duplicate_object_id"),
+                 id="object_id-repeated-with-a-trailing-space"),
+]
+
+
+@pytest.mark.parametrize("row, want", ID_CASES)
+def test_object_id(tmp_path, caplog, row, want):
+    check_export(export(tmp_path / "e", row), want, caplog)
+
+
+def test_two_empty_ids_are_both_no_object_id(tmp_path, caplog):
+    rows = GOOD_ROWS + [["good1.jpg", "", "validated", "A"], ["good2.jpg", "", "validated", "A"]]
+    sel, n = read(export(tmp_path / "e", text=table_text(rows)))
+    assert list(sel.ledger["outcome"]) == ["used", "used", "no_object_id", "no_object_id"]
+
+
+def test_augmented_ids_never_collide_with_real_ones(tmp_path):
+    objects = objects_of({"A": 30, "B": 3})
+    bal = balance(objects, ["A", "B"], cap=30)
+    aug = bal[bal["augmented"] == 1]
+    assert len(aug) and aug["item_id"].map(is_augmented_id).all()
+    assert not bal[bal["augmented"] == 0]["item_id"].map(is_augmented_id).any()
+    assert bal["item_id"].is_unique
+
+
+@pytest.mark.parametrize("name", ["EcoTaxa_demo.tsv", "ECOTAXA_DEMO.TXT", "my_project.tsv"],
+                         ids=["table-name-mixed-case", "table-name-upper-case", "table-fallback-every-tsv"])
+def test_the_workflow_inputs_are_the_tables_the_reader_reads(tmp_path, name):
+    """find_tables (the rule's inputs) lists exactly the tables the reader reads, whatever their names."""
+    path = export(tmp_path / "e")
+    (path / "ecotaxa_t.tsv").rename(path / name)
+    (path / "notes.txt").write_text("not a table\n")
+    (path / ".hidden.tsv").write_text("x\n")
+    with open_export(path) as ex:
+        read_by_reader = sorted(t.source for t in ex.tables)
+    assert find_tables(path) == read_by_reader == [str(path / name)]
+
+
+def test_a_cap_larger_than_every_class_is_fast():
+    objects = objects_of({"A": 300, "B": 20, "C": 1})
+    t = time.perf_counter()
+    bal = balance(objects, ["A", "B", "C"], cap=100_000_000)
+    assert time.perf_counter() - t < 5
+    assert bal.groupby("class_name").size().to_dict() == {"A": 300, "B": 300, "C": 300}  # filled to the largest
+
+
+# The configuration, at validation (a dry run)
+
+MORE_CONFIG_CASES = [
+    pytest.param(lambda c: c.update(export=""), "config key export: '' is empty", id="config-export-empty"),
+    pytest.param(lambda c: c.update(export="  "), "config key export: '  ' is empty", id="config-export-blank"),
+    pytest.param(lambda c: c["experiments"].update(x={"model": "inceptionv4"}),
+                 "config key experiments.x.model: unknown model 'inceptionv4' (did you mean inceptionv3",
+                 id="config-unknown-model"),
+    pytest.param(lambda c: c["experiments"].update(x={"model": "resnet"}),
+                 "config key experiments.x.model: unknown model 'resnet'", id="config-unknown-model-family"),
+    pytest.param(lambda c: c["normalise"].update(max_bytes=0), "config key normalise.max_bytes", id="config-max-bytes-0"),
+]
+
+
+@pytest.mark.parametrize("change, message", MORE_CONFIG_CASES)
+def test_config_more(change, message):
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    change(cfg)
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("model", ["ResNet-101", "EfficientNet_B0", "mobilenetv2", "InceptionV3"])
+def test_config_model_names_as_keras_writes_them(model):
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["experiments"]["x"] = {"model": model}
+    validate_config(cfg)
+
+
+# Polarity: the evidence is logged, and contradicting images warn
+
+
+def _uvp_like(k):
+    a = np.full((60, 60), 8, np.uint8)
+    a[20 + k % 5:35, 15:40 - k % 7] = 200  # a light particle on a dark frame
+    return _grey_array(a)
+
+
+@pytest.mark.parametrize("polarity, warned", [("dark", True), ("light", False), ("auto", False)])
+def test_light_objects_on_dark_frames_warn_under_dark_polarity(tmp_path, caplog, polarity, warned):
+    caplog.set_level(logging.INFO)
+    rows = [[f"u{k}.png", f"u{k}", "validated", "A"] for k in range(6)]
+    path = export(tmp_path / "e", text=table_text(rows), images={f"u{k}.png": _uvp_like(k) for k in range(6)})
+    sel, _ = read(path, polarity=polarity)
+    assert (sel.ledger["outcome"] == USED).all()
+    msgs = [r for r in caplog.records if "polarity:" in r.getMessage()]
+    assert msgs and "6 of 6 usable images (100 %) have a border darker than their middle" in msgs[-1].getMessage()
+    assert (msgs[-1].levelname == "WARNING") == warned, msgs[-1].getMessage()
+    if warned:
+        assert "set normalise.polarity to 'light'" in msgs[-1].getMessage()

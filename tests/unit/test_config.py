@@ -16,7 +16,8 @@ def base_config(project_root):
 def test_shipped_config_is_valid_and_defaults_filled(base_config):
     cfg = validate_config(base_config)
     assert cfg["balance"]["cap"] == 1000
-    assert cfg["split"] == {"train": 0.6, "valid": 0.2, "test": 0.2, "seed": 3, "group_by": None, "holdout": None}
+    assert cfg["split"] == {"train": 0.6, "valid": 0.2, "test": 0.2, "seed": 3, "exact_shares": False,
+                            "group_by": None, "holdout": None}
     exp = cfg["experiments"]["inceptionv3_pretrained_rmsprop_1000"]
     # the seed's settings
     assert (exp["model"], exp["weights"], exp["image_size"], exp["batch_size"], exp["epochs"]) == (
@@ -93,3 +94,12 @@ def test_classes_that_collide_after_slugging_are_refused(base_config, monkeypatc
     base_config["classes"] = ["Calanoida", "calanoida"]
     with pytest.raises(ConfigError, match="same file name"):
         validate_config(base_config)
+
+
+def test_model_names_known_at_validation_are_the_keras_backbones():
+    """lokiml.config keeps a list of keras.applications backbones (validation must not import Keras):
+    it is the list lokiml.models builds from Keras itself."""
+    from lokiml.config import KERAS_BACKBONES, OWN_BACKBONES
+    from lokiml.models import known_backbones
+
+    assert sorted(KERAS_BACKBONES + OWN_BACKBONES) == known_backbones()

@@ -472,3 +472,84 @@ def test_augment_fills_corners_with_the_background_at_any_rotation_and_shift(ang
     assert border.min() >= 50  # only background or object values, never the black of an unpadded sample
     corners = [out[0, 0], out[0, -1], out[-1, 0], out[-1, -1]]
     assert min(corners) == 250
+
+
+# --------------------------------------------------------------------------- extremes (issue 14)
+
+def _peak_of(fn):
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("shape", [(10, 30000), (30000, 10), (2, 100000)], ids=["30000x10", "10x30000", "100000x2"])
+def test_extreme_aspect_ratios_keep_their_object_without_a_canvas_of_their_length(shape):
+    img = np.full(shape, 250, np.uint8)
+    long_axis = int(np.argmax(shape))
+    sl = [slice(None), slice(None)]
+    sl[long_axis] = slice(shape[long_axis] // 10, -shape[long_axis] // 10)
+    img[tuple(sl)] = 30  # the object: a long dark line, as thick as the image
+    out, peak = _peak_of(lambda: normalise(img, 128))
+    assert out.shape == (128, 128)
+    assert out.min() < 100  # the line is still dark: kept, not averaged away into the background
+    assert peak < 30 * 2**20, f"{peak / 2**20:.0f} MB"  # a 30000 x 30000 canvas was 900 MB
+
+
+def test_square_shrinks_first_and_keeps_the_aspect_ratio():
+    from lokiml.images import square
+
+    crop = np.zeros((40, 400), np.uint8)
+    out = square(crop, 100, background=255)
+    rows = np.flatnonzero((out < 128).any(axis=1))
+    assert out.shape == (100, 100) and len(rows) == 10 and abs((rows[0] + rows[-1]) / 2 - 49.5) <= 1
+    assert (square(np.zeros((1, 5000), np.uint8), 64, 255) < 128).any()  # a one-pixel line survives
+
+
+def test_augmenting_an_extreme_image_stays_bounded():
+    img = np.full((3, 60000), 250, np.uint8)
+    img[1, 100:59000] = 20
+    out, peak = _peak_of(lambda: augment(img, True, 37.0, 0.05, -0.03))
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MB"
+
+
+def test_large_16_bit_image_converts_in_bands_to_the_same_grey():
+    from lokiml import images
+
+    a = (np.arange(3000 * 2000, dtype=np.uint32) % 4096).astype(np.uint16).reshape(3000, 2000)
+    data = encode(Image.fromarray(a), "PNG")
+    whole = decode_grey(data, "a.png")
+    old = images._BAND_PIXELS
+    try:
+        images._BAND_PIXELS = 100_000  # 50 rows at a time
+        assert (decode_grey(data, "a.png") == whole).all()
+    finally:
+        images._BAND_PIXELS = old
+    assert whole.max() == 255  # 12-bit values scaled by their own depth
+
+
+def test_stats_and_has_object():
+    from lokiml.images import has_object, has_object_is_certain, image_stats
+
+    white = image_stats(np.full((20, 20), 255, np.uint8))
+    assert not has_object(white) and not has_object(white, polarity="light")
+    black = image_stats(np.zeros((20, 20), np.uint8))
+    assert not has_object(black) and not has_object(black, polarity="auto")
+    spot = np.full((20, 20), 250, np.uint8)
+    spot[8:12, 8:12] = 100
+    st = image_stats(spot)
+    assert has_object(st) and st.border > st.centre
+    assert not has_object(st, threshold=100)  # nothing darker than 100
+    inexact = image_stats(np.full((20, 20), 250, np.uint8), exact=False)
+    assert not has_object_is_certain(inexact)  # "no object" at a reduced scale must be confirmed
+
+
+def test_header_reads_the_size_of_a_bomb_without_warnings(recwarn):
+    from lokiml.images import header
+
+    assert header(png_header_only(100_000, 100_000))[:2] == (100_000, 100_000)
+    assert header(b"not an image") is None
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -86,3 +86,45 @@ def test_store_gathers_items_across_shards_in_the_order_asked(tmp_path):
         np.testing.assert_array_equal(got[k], normalise_item(FILES[r["image_ref"]], r["image_ref"], p, r["flip"],
                                                              r["angle"], r["dx"], r["dy"]))
     assert store.ok(ask).all() and store.size == 32
+
+
+def test_items_with_a_content_key_are_found_in_the_cache_without_reading_their_image(tmp_path):
+    p = NormParams(size=32)
+    items = _items()
+    items = items[~items["item_id"].isin(["o8", "o9"])].assign(image_key=lambda d: "key-" + d["image_ref"])
+    reads = []
+
+    def read(ref):
+        reads.append(ref)
+        return FILES[ref]
+
+    first = normalise_shard(items, read, p, tmp_path / "a.npy", tmp_path / "a.tsv", cache_dir=tmp_path / "c")
+    assert len(reads) == len(items) and (first["status"] == "ok").all()
+    reads.clear()
+    normalise_shard(items, read, p, tmp_path / "b.npy", tmp_path / "b.tsv", cache_dir=tmp_path / "c")
+    assert reads == []  # every image came from the cache by its key
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+
+
+def test_a_rerun_takes_its_images_from_the_last_shard_without_reading_files(tmp_path, caplog):
+    """The last shard written under a name is kept in the cache (a hard link): a data update takes its
+    unchanged images from it, a row each, and normalises only the new ones."""
+    p = NormParams(size=32)
+    items = _items()
+    items = items[~items["item_id"].isin(["o8", "o9"])].assign(image_key=lambda d: "key-" + d["image_ref"])
+    out = tmp_path / "results" / "32px"
+    normalise_shard(items, FILES.__getitem__, p, out / "shard0.npy", out / "shard0.tsv", cache_dir=tmp_path / "c")
+    first = np.load(out / "shard0.npy")
+    # the per-image files are gone: only the kept shard can give them now
+    for f in (tmp_path / "c").rglob("??/*.npy"):
+        f.unlink()
+    (out / "shard0.npy").unlink()  # as Snakemake deletes an output before its job runs again
+    new = pd.DataFrame([("o7", "img/4.jpg", 1, 10.0, 0.0, 0.0, "key-img/4.jpg")], columns=items.columns)
+    reads = []
+    normalise_shard(pd.concat([items, new]), lambda ref: reads.append(ref) or FILES[ref], p, out / "shard0.npy",
+                    out / "shard0.tsv", cache_dir=tmp_path / "c")
+    assert reads == ["img/4.jpg"]  # only the new item's image was read
+    second = np.load(out / "shard0.npy")
+    index = pd.read_csv(out / "shard0.tsv", sep="\t").set_index("item_id")
+    old_rows = [i for i in sorted(items["item_id"])]
+    np.testing.assert_array_equal(second[index.loc[old_rows, "row"].to_numpy()], first)

@@ -26,6 +26,7 @@ included.
 import base64
 import hashlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import zipfile
 
+import pandas as pd
 import pytest
 from project_copy import local_env
 from test_workflow import shared_tiny_run
@@ -332,3 +334,135 @@ def test_keep_going_finishes_independent_experiments(reference, env, tmp_path):
     assert not (wd / "results" / "experiments" / "broken" / "model.keras").exists()
     log = (wd / "logs" / "train_model" / "broken.log").read_text()
     assert "broken.weights.h5: cannot load it into the MobileNetV2 base" in log, log[-3000:]
+
+
+# --------------------------------------------------------------------------------------------------
+# Data updates that are never missed, and bad input that stops at once (issue 14)
+#
+# A folder export whose table is found by the reader's fallback (every .tsv: my_project.tsv), read once
+# through the data stage; each case changes a copy of it and checks what Snakemake would rerun, or runs
+# the data stage again and checks that the ledger, the accounting and the image store agree.
+# --------------------------------------------------------------------------------------------------
+
+UPDATES_CONFIG = "updates.yaml"
+DATA_TARGETS = ["results/data/split.tsv", "results/data/summary.tsv", "results/data/images.tsv",
+                "results/data/images/48px/shard0.tsv", "results/data/images/48px/shard1.tsv"]
+
+
+def dry_run_jobs(wd, env, configs=(UPDATES_CONFIG,)):
+    res = run(wd, env, *DATA_TARGETS, opts=["-n"], configs=configs)
+    assert res.returncode == 0, res.text[-3000:]
+    return sorted(set(re.findall(r"^(?:local)?rule (\w+):$", res.text, re.M)))
+
+
+@pytest.fixture(scope="module")
+def updated_export(reference, env, tmp_path_factory):
+    """A copy of the tiny run reading its export as a folder with a fallback-named table, data stage run once."""
+    wd = tmp_path_factory.mktemp("updates") / "wd"
+    shutil.copytree(reference[0], wd, symlinks=True)
+    shutil.copytree(wd / "resources" / "demo_export", wd / "myexport")
+    (wd / "myexport" / "ecotaxa_demo.tsv").rename(wd / "myexport" / "my_project.tsv")
+    (wd / UPDATES_CONFIG).write_text("export: myexport\n")
+    res = run(wd, env, *DATA_TARGETS, configs=[UPDATES_CONFIG])
+    assert res.returncode == 0, res.text[-6000:]
+    assert dry_run_jobs(wd, env) == []  # a second run does nothing
+    return wd
+
+
+def _copy(wd, tmp_path):
+    dst = tmp_path / "wd"
+    shutil.copytree(wd, dst, symlinks=True)
+    return dst
+
+
+def test_a_row_appended_to_a_fallback_table_reruns_the_reader(updated_export, env, tmp_path):
+    wd = _copy(updated_export, tmp_path)
+    table = wd / "myexport" / "my_project.tsv"
+    header = table.read_text().splitlines()[0].split("\t")
+    row = table.read_text().splitlines()[-1].split("\t")
+    row[header.index("object_id")] = "demo_appended_0001"
+    row[header.index("object_annotation_status")] = "validated"
+    with table.open("a") as f:
+        f.write("\t".join(row) + "\n")
+    assert "read_export" in dry_run_jobs(wd, env)
+
+
+def test_a_mixed_case_table_name_is_an_input_of_the_reader(reference, env, tmp_path):
+    wd = _copy(reference[0], tmp_path)
+    shutil.copytree(wd / "resources" / "demo_export", wd / "myexport")
+    (wd / "myexport" / "ecotaxa_demo.tsv").rename(wd / "myexport" / "EcoTaxa_Demo.tsv")
+    (wd / UPDATES_CONFIG).write_text("export: myexport\n")
+    res = run(wd, env, "results/data/objects.tsv", opts=["-n"], configs=[UPDATES_CONFIG])
+    assert res.returncode == 0, res.text[-3000:]
+    assert "myexport/EcoTaxa_Demo.tsv" in announced(res.text, "read_export", "input")
+
+
+def test_an_image_replaced_in_place_is_read_again_and_counted_everywhere(updated_export, env, tmp_path):
+    """Truncated in place: read_export reruns, reads that image only, drops it as unreadable_image; the
+    ledger, the accounting, the split and the image store agree that it is not used."""
+    wd = _copy(updated_export, tmp_path)
+    objects = pd.read_csv(wd / "results/data/objects.tsv", sep="\t", dtype=str, keep_default_na=False)
+    victim = objects.iloc[0]
+    path = wd / "myexport" / victim["image_ref"]
+    path.write_bytes(path.read_bytes()[:400])
+    assert "read_export" in dry_run_jobs(wd, env)
+    res = run(wd, env, *DATA_TARGETS, configs=[UPDATES_CONFIG])
+    assert res.returncode == 0, res.text[-6000:]
+    log = (wd / "logs" / "read_export.log").read_text()
+    assert re.search(r"images: \d+ named, 1 read \(new or changed files\), 1 decoded", log), log[-2000:]
+    ledger = pd.read_csv(wd / "results/data/ledger.tsv", sep="\t", dtype=str, keep_default_na=False)
+    row = ledger[ledger["object_id"] == victim["object_id"]].iloc[0]
+    assert row["outcome"] == "unreadable_image" and "truncated" in row["detail"]
+    acc = pd.read_csv(wd / "results/data/accounting.tsv", sep="\t", keep_default_na=False)
+    total = acc[acc["category"] == "TOTAL"].iloc[0]
+    assert total["dropped_unreadable_image"] == 1 and (acc["check"] == "ok").all()
+    split = pd.read_csv(wd / "results/data/split.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert victim["object_id"] not in set(split["object_id"])
+    assert total["used"] == (split["augmented"] == "0").sum()
+    stored = pd.concat([pd.read_csv(wd / t, sep="\t", dtype=str) for t in DATA_TARGETS[3:]])
+    assert (stored["status"] == "ok").all() and set(stored["item_id"]) == set(split["item_id"])
+    assert dry_run_jobs(wd, env) == []
+
+
+def test_a_table_that_is_a_named_pipe_stops_the_reader_at_once(updated_export, env, tmp_path):
+    wd = _copy(updated_export, tmp_path)
+    (wd / "myexport" / "my_project.tsv").rename(wd / "myexport" / "ecotaxa_x.tsv")
+    os.mkfifo(wd / "myexport" / "ecotaxa_y.tsv")
+    res = run(wd, env, "results/data/objects.tsv", configs=[UPDATES_CONFIG], timeout=300)
+    assert res.returncode != 0
+    log = (wd / "logs" / "read_export.log").read_text()
+    assert "myexport/ecotaxa_y.tsv: is a named pipe, not a file: a table must be a regular file" in log, log[-2000:]
+
+
+@pytest.mark.parametrize("config, words", [
+    ("export: ''\n", "config key export: '' is empty"),
+    ("export: does/not/exist\n", "config key export: 'does/not/exist' does not exist"),
+    ("experiments:\n  tiny:\n    model: mobilenetv4\n", "config key experiments.tiny.model: unknown model 'mobilenetv4'"),
+], ids=["export-empty", "export-missing", "unknown-model"])
+def test_bad_configuration_stops_the_dry_run(reference, env, tmp_path, config, words):
+    wd = _copy(reference[0], tmp_path)
+    (wd / "bad.yaml").write_text(config)
+    res = run(wd, env, opts=["-n"], configs=["bad.yaml"])
+    assert res.returncode != 0 and words in res.text, res.text[-3000:]
+
+
+def test_descriptor_experiments_run_on_a_table_without_images(reference, env, tmp_path):
+    """Issue 17 item 1: with only descriptor experiments, the export needs no image columns; the ledger
+    and the accounting count every row as with images."""
+    wd = _copy(reference[0], tmp_path)
+    demo = pd.read_csv(wd / "resources/demo_export/ecotaxa_demo.tsv", sep="\t", dtype=str, keep_default_na=False)
+    (wd / "noimages").mkdir()
+    demo.drop(columns=[c for c in demo.columns if c.startswith("img_")]).to_csv(
+        wd / "noimages" / "ecotaxa_descriptors.tsv", sep="\t", index=False)
+    (wd / "desc.yaml").write_text(
+        "export: noimages\nexperiments:\n  tiny: null\n"
+        "  forest: {kind: descriptors, classifier: random_forest, param_grid: {n_estimators: [20]}}\n")
+    res = run(wd, env, configs=["desc.yaml"])
+    assert res.returncode == 0, res.text[-6000:]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):$", res.text, re.M))
+    assert "normalise_images" not in ran and {"read_export", "train_descriptors", "evaluate_descriptors"} <= ran
+    ledger = pd.read_csv(wd / "results/data/ledger.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert len(ledger) == len(demo) - 1  # every row but the type row
+    acc = pd.read_csv(wd / "results/data/accounting.tsv", sep="\t", keep_default_na=False)
+    assert (acc["check"] == "ok").all()
+    assert (wd / "results/evaluation/forest/test/metrics.json").is_file()

@@ -141,10 +141,20 @@ def test_changing_split_seed_reruns_only_split_and_downstream(ran, tmp_path):
         assert rule not in counts, counts
 
 
-def test_changing_threshold_does_not_reread_the_export(ran, tmp_path):
+def test_changing_threshold_reruns_normalisation_and_the_no_object_check(ran, tmp_path):
+    """The threshold decides which images show no object (read_export's no_object, from statistics it
+    keeps per image: nothing is decoded again there) and how images are cropped (normalise_images)."""
     extra = tmp_path / "thr.yaml"
     extra.write_text("normalise:\n  threshold: 240\n")
     counts = jobs_to_run(ran, "--configfile", "config/config.yaml", "tiny.yaml", str(extra))
-    assert counts.get("normalise_images") == 2 and "train_model" in counts
+    assert counts.get("normalise_images") == 2 and "train_model" in counts and counts.get("read_export") == 1
+    assert "make_demo_export" not in counts, counts
+
+
+def test_changing_the_number_of_shards_does_not_reread_the_export(ran, tmp_path):
+    extra = tmp_path / "shards.yaml"
+    extra.write_text("normalise:\n  shards: 3\n")
+    counts = jobs_to_run(ran, "--configfile", "config/config.yaml", "tiny.yaml", str(extra))
+    assert counts.get("normalise_images") == 3
     for rule in ["make_demo_export", "read_export", "balance_classes", "split_dataset"]:
         assert rule not in counts, counts

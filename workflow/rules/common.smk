@@ -34,6 +34,8 @@ if LIBRARY_DIR not in sys.path:
 from lokiml.config import validate_config, image_sizes  # noqa: E402
 from lokiml.codedigest import Library  # noqa: E402
 from lokiml.errors import ConfigError  # noqa: E402
+# Standard library only: no pandas, numpy or Pillow to import at DAG-build time.
+from lokiml.export_files import export_state, find_tables, table_bytes  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
 
 _LIBRARY = Library(LIBRARY_DIR, read=_read_library_source, cache=".snakemake/lokiml/code_digests.json")
@@ -118,20 +120,73 @@ def get_export():
     return "resources/demo_export"
 
 
+if config["export"] and not os.path.lexists(config["export"]):
+    raise WorkflowError(
+        f"config key export: {config['export']!r} does not exist (relative paths are taken from "
+        f"{os.getcwd()}); give the path of an EcoTaxa export: a .tsv/.txt table, a folder or a .zip"
+    )
+
+
+_EXPORT_TABLES = []
+
+
 def get_export_tables():
-    """For an export that is a folder: its table files.
+    """For an export that is a folder: the table files its reader reads.
 
     Snakemake sees a folder input change only when the folder itself changes, not
-    when a table inside it is rewritten or appended to; listing the tables (a
-    cheap glob, nothing is read) makes a data update rerun read_export.
+    when a table inside it is rewritten or appended to; listing the tables makes a
+    data update rerun read_export. The list comes from the reader's own rule
+    (lokiml.ecotaxa.find_tables: ecotaxa*.tsv/.txt in any case, else every .tsv),
+    so that every table it reads is an input. A listing only: nothing is read.
     """
     export = config["export"]
     if not export or not os.path.isdir(export):
         return []
-    found = set()
-    for pattern in ("ecotaxa*.tsv", "ecotaxa*.txt"):
-        found.update(str(p) for p in Path(export).rglob(pattern))
-    return sorted(found)
+    if not _EXPORT_TABLES:
+        _EXPORT_TABLES.append(find_tables(export))
+    return _EXPORT_TABLES[0]
+
+
+def get_export_state():
+    """A token that changes when an image (or table) read_export looked at last time changed on disk.
+
+    Images are not inputs (an export of 100 000 images would make a DAG of 100 000 files): the
+    image manifest read_export writes lists each with its size and modification time, and this
+    compares them with the files (one stat each, nothing read). See lokiml.manifest.export_state.
+    """
+    return export_state(get_export(), f"{DATA}/images.tsv")
+
+
+def images_needed():
+    """Whether read_export looks at the images: required, optional or ignored (lokiml.objects.select_objects).
+
+    Required by a CNN (deep_features experiments have one) and by descriptors measured on the images
+    (features: morphometrics or both); optional for descriptors with features: auto (the images' when
+    the export has them, else the export's descriptors only); ignored with descriptors of the export only.
+    """
+    exps = list(config["experiments"].values())
+    if any(e["kind"] != "descriptors" or e.get("features") in ("morphometrics", "both") for e in exps):
+        return "required"
+    if any(e.get("features") == "auto" for e in exps):
+        return "optional"
+    return "ignored"
+
+
+def get_read_export_mem_mb(wildcards, input):
+    """Memory of read_export: its tables (about 12 times their size, parsed) and at least one large image.
+
+    The images take turns within what is left (lokiml.memory), so the job stays under this whatever
+    they are; an image that alone would need more is counted as image_too_large.
+    """
+    export = get_export()
+    tables = get_export_tables()
+    tables_mb = (sum(os.path.getsize(t) for t in tables if os.path.isfile(t)) if tables else table_bytes(export)) / 2**20
+    return int(max(2000, 1300 + 12 * tables_mb))
+
+
+def get_all_shard_indexes():
+    """The indexes of every image store (every image size): what normalisation could not use is counted."""
+    return [index for size in SIZES for index in get_shards(size)["index"]]
 
 
 def get_class_mapping():
@@ -147,8 +202,7 @@ def get_shards(size):
 
 def get_all_targets():
     targets = [f"{DATA}/split.tsv"] + list(rules.summarise_data.output)
-    for size in SIZES:
-        targets += get_shards(size)["index"]
+    targets += get_all_shard_indexes()
     targets += expand(f"{EXP}/{{experiment}}/model.keras", experiment=CNN_EXPERIMENTS)
     # Every output of the evaluation rules is a target (not only one per job), so that a deleted
     # figure or table is made again. rules.* exist here: rule all is parsed after the includes.

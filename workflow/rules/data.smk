@@ -25,15 +25,23 @@ rule read_export:
     output:
         objects=f"{DATA}/objects.tsv",
         ledger=f"{DATA}/ledger.tsv",
+        manifest=f"{DATA}/images.tsv",
     params:
         code=library_code("read_export"),
         classes=config["classes"],
         statuses=config["statuses"],
         img_rank=config["img_rank"],
+        images=images_needed(),
         max_pixels=config["normalise"]["max_pixels"],
+        max_bytes=config["normalise"]["max_bytes"],
+        threshold=config["normalise"]["threshold"],
+        polarity=config["normalise"]["polarity"],
+        bottom_crop=config["normalise"]["bottom_crop"],
+        state=get_export_state(),
+        cache_dir="resources/cache/read_export",
     threads: 2
     resources:
-        mem_mb=2000,
+        mem_mb=get_read_export_mem_mb,
         runtime=60,
     conda:
         "../envs/data.yaml"
@@ -99,6 +107,7 @@ rule normalise_images:
         polarity=config["normalise"]["polarity"],
         bottom_crop=config["normalise"]["bottom_crop"],
         max_pixels=config["normalise"]["max_pixels"],
+        max_bytes=config["normalise"]["max_bytes"],
         canvas=config["normalise"]["canvas"],
         cache_dir="resources/cache/normalised",
     threads: 2
@@ -120,6 +129,8 @@ rule summarise_data:
         ledger=f"{DATA}/ledger.tsv",
         objects=f"{DATA}/objects.tsv",
         split=f"{DATA}/split.tsv",
+        manifest=f"{DATA}/images.tsv",
+        indexes=get_all_shard_indexes(),
     output:
         summary=f"{DATA}/summary.tsv",
         accounting=report(
@@ -137,6 +148,7 @@ rule summarise_data:
     params:
         code=library_code("summarise_data"),
         classes=config["classes"],
+        polarity=config["normalise"]["polarity"],
     # what a user should read first: before any training job that is ready at the same time
     priority: 100
     conda:

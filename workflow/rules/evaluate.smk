@@ -137,6 +137,7 @@ rule plot_data_summary:
     input:
         summary=f"{DATA}/summary.tsv",
         split=f"{DATA}/split.tsv",
+        manifest=f"{DATA}/images.tsv",
     output:
         table=report(
             f"{DATA}/report/summary.html",
@@ -166,6 +167,7 @@ rule plot_data_summary:
         code=library_code("plot_data_summary"),
         classes=config["classes"],
         cap=config["balance"]["cap"],
+        polarity=config["normalise"]["polarity"],
     # what a user should read first: before any training job that is ready at the same time
     priority: 100
     conda:

@@ -15,6 +15,7 @@ def main(smk):
         size=int(smk.wildcards.size),
         shard=int(smk.wildcards.shard),
         threads=smk.threads,
+        mem_mb=smk.resources.get("mem_mb"),
         **{k: v for k, v in smk.params.items() if k != "code"},  # code: the library digest (common.smk)
     )
 

@@ -16,6 +16,8 @@ def main(smk):
         out_html=smk.output.table,
         classes=list(smk.params.classes),
         cap=smk.params.cap,
+        manifest_path=smk.input.manifest,
+        polarity=smk.params.polarity,
     )
 
 

@@ -1,4 +1,4 @@
-"""Rule read_export: EcoTaxa export -> clean objects table + ledger of every input row."""
+"""Rule read_export: EcoTaxa export -> clean objects table, ledger of every input row, image manifest."""
 
 from lokiml.logs import redirect_to_log
 
@@ -12,11 +12,10 @@ def main(smk):
         mapping_path=smk.input.mapping[0] if smk.input.mapping else None,
         objects_out=smk.output.objects,
         ledger_out=smk.output.ledger,
-        classes=smk.params.classes,
-        statuses=smk.params.statuses,
-        img_rank=smk.params.img_rank,
-        max_pixels=smk.params.max_pixels,
+        manifest_out=smk.output.manifest,
         threads=smk.threads,
+        mem_mb=smk.resources.get("mem_mb"),
+        **dict(smk.params.items()),
     )
 
 

@@ -8,7 +8,9 @@ def main(smk):
     from lokiml.pipeline import summarise_data
 
     summarise_data(smk.input.ledger, smk.input.objects, smk.input.split, smk.output.summary, smk.params.classes,
-                   accounting_out=smk.output.accounting, accounting_html_out=smk.output.accounting_html)
+                   accounting_out=smk.output.accounting, accounting_html_out=smk.output.accounting_html,
+                   manifest_path=smk.input.manifest, store_indexes=list(smk.input.indexes),
+                   polarity=smk.params.polarity)
 
 
 if __name__ == "__main__":

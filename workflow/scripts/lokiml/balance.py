@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,26 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["item_id", "object_id", "class_name", "image_ref", "augmented", "flip", "angle", "dx", "dy"]
+COLUMNS = ["item_id", "object_id", "class_name", "image_ref", "image_key", "augmented", "flip", "angle", "dx", "dy"]
+
+#: An augmented copy's item id is its original's object_id, this mark and a number (``X#aug0001``).
+AUG_MARK = "#aug"
+_AUGMENTED_ID = re.compile(re.escape(AUG_MARK) + r"[0-9]+$")
+
+
+def augmented_id(object_id: str, number: int) -> str:
+    """The item id of the ``number``-th augmented copy of ``object_id`` (from 1)."""
+    return f"{object_id}{AUG_MARK}{number:04d}"
+
+
+def is_augmented_id(item_id: str) -> bool:
+    """True for an id of the form of :func:`augmented_id`'s.
+
+    The reader drops an object whose own id has this form (``reserved_object_id``), so that no
+    augmented copy's id can ever be a real object's: ``X#aug0001`` next to ``X`` would otherwise be
+    both a real object and X's first copy.
+    """
+    return bool(_AUGMENTED_ID.search(str(item_id)))
 
 
 def class_rng(seed: int, class_name: str) -> np.random.Generator:
@@ -95,14 +115,26 @@ def _time_key(df: pd.DataFrame) -> pd.DataFrame:
 
 def balance(objects: pd.DataFrame, classes, cap: int = 1000, augment: bool = True, seed: int = 1,
             flip: bool = True, rotation: float = 180.0, shift: float = 0.1, source: str = "objects") -> pd.DataFrame:
-    """Return the balanced item table (originals and augmented copies), sorted by class and item id."""
+    """Return the balanced item table (originals and augmented copies), sorted by class and item id.
+
+    Small classes are filled with augmented copies up to ``min(cap, largest class)``: with a cap
+    larger than every class, every class is brought to the size of the largest (a cap of 10^8 does
+    not ask for 10^8 copies of each class).
+    """
+    sizes = {cls: int((objects["class_name"] == cls).sum()) for cls in classes}
+    for cls in classes:
+        if sizes[cls] == 0:
+            raise InputError(source, f"class {cls!r} has no usable objects",
+                             hint="check the ledger for why its rows were dropped, fix the class name, or remove the class from the config")
+    fill_to = min(int(cap), max(sizes.values()))
+    if fill_to < cap:
+        log.info("cap %d is larger than every class: classes are filled to the largest one's %d objects", cap, fill_to)
+    if "image_key" not in objects.columns:
+        objects = objects.assign(image_key="")
     out = []
     for cls in classes:
         members = objects[objects["class_name"] == cls]
         n = len(members)
-        if n == 0:
-            raise InputError(source, f"class {cls!r} has no usable objects",
-                             hint="check the ledger for why its rows were dropped, fix the class name, or remove the class from the config")
         key = _time_key(members)
         order = np.lexsort((key["object_id"].to_numpy(), key["time"].to_numpy(), key["date"].to_numpy()))
         members = members.iloc[order]
@@ -114,26 +146,26 @@ def balance(objects: pd.DataFrame, classes, cap: int = 1000, augment: bool = Tru
             "object_id": members["object_id"].to_numpy(),
             "class_name": cls,
             "image_ref": members["image_ref"].to_numpy(),
+            "image_key": members["image_key"].to_numpy(),
             "augmented": 0, "flip": 0, "angle": 0.0, "dx": 0.0, "dy": 0.0,
         })
         out.append(base)
-        missing = cap - len(base)
+        missing = fill_to - len(base)
         if augment and missing > 0:
             rng = class_rng(seed, cls)
             # Copies go round-robin over the originals in a seeded order, so every
             # original gets floor or ceil(missing / n) copies.
             perm = rng.permutation(len(base))
             src = np.resize(perm, missing)
-            copy_no = np.zeros(missing, dtype=int)
-            counts: dict[int, int] = {}
-            for j, s in enumerate(src):
-                counts[s] = counts.get(s, 0) + 1
-                copy_no[j] = counts[s]
+            # the j-th copy of the round-robin is copy number j // n + 1 of its original
+            copy_no = np.arange(missing) // len(base) + 1
+            ids = base["object_id"].to_numpy()
             aug = pd.DataFrame({
-                "item_id": [f"{base['object_id'].iat[s]}#aug{c:04d}" for s, c in zip(src, copy_no)],
-                "object_id": base["object_id"].to_numpy()[src],
+                "item_id": [augmented_id(ids[s], c) for s, c in zip(src, copy_no)],
+                "object_id": ids[src],
                 "class_name": cls,
                 "image_ref": base["image_ref"].to_numpy()[src],
+                "image_key": base["image_key"].to_numpy()[src],
                 "augmented": 1,
                 "flip": (rng.random(missing) < 0.5).astype(int) if flip else np.zeros(missing, dtype=int),
                 "angle": np.round(rng.uniform(-rotation, rotation, missing), 3),
@@ -143,6 +175,6 @@ def balance(objects: pd.DataFrame, classes, cap: int = 1000, augment: bool = Tru
             out.append(aug)
             log.info("class %s: %d objects, added %d augmented copies", cls, n, missing)
         elif missing > 0:
-            log.info("class %s: %d objects (below the cap of %d; augmentation off)", cls, n, cap)
+            log.info("class %s: %d objects (below %d; augmentation off)", cls, n, fill_to)
     table = pd.concat(out, ignore_index=True)[COLUMNS]
     return table.sort_values(["class_name", "item_id"], kind="stable").reset_index(drop=True)

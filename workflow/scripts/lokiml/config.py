@@ -6,6 +6,7 @@ Used by ``workflow/rules/common.smk`` before the DAG is built, and by the tests.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import math
@@ -80,7 +81,40 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
 OWN_BACKBONES = ("smallcnn",)
 
 
+#: The backbones of keras.applications (Keras 3), as lokiml.models looks them up: lower case, without
+#: '-' or '_'. Kept here so that a misspelt model fails at config validation (a dry run), without
+#: importing Keras; tests/unit/test_config.py checks it against lokiml.models.known_backbones().
+KERAS_BACKBONES = (
+    "convnextbase", "convnextlarge", "convnextsmall", "convnexttiny", "convnextxlarge", "densenet121",
+    "densenet169", "densenet201", "efficientnetb0", "efficientnetb1", "efficientnetb2", "efficientnetb3",
+    "efficientnetb4", "efficientnetb5", "efficientnetb6", "efficientnetb7", "efficientnetv2b0",
+    "efficientnetv2b1", "efficientnetv2b2", "efficientnetv2b3", "efficientnetv2l", "efficientnetv2m",
+    "efficientnetv2s", "inceptionresnetv2", "inceptionv3", "mobilenet", "mobilenetv2", "mobilenetv3large",
+    "mobilenetv3small", "nasnetlarge", "nasnetmobile", "resnet101", "resnet101v2", "resnet152", "resnet152v2",
+    "resnet50", "resnet50v2", "vgg16", "vgg19", "xception",
+)
+
+
+def model_key(name: str) -> str:
+    """A model name as lokiml.models looks it up ('ResNet-101' -> 'resnet101')."""
+    return str(name).strip().lower().replace("-", "").replace("_", "")
+
+
 def _check_semantics(cfg: dict) -> None:
+    if isinstance(cfg.get("export"), str) and not cfg["export"].strip():
+        raise ConfigError(
+            f"config key export: {cfg['export']!r} is empty; give the path of an EcoTaxa export (a .tsv/.txt "
+            "table, a folder or a .zip), or null for the built-in demo export"
+        )
+    for name, exp in cfg["experiments"].items():
+        if exp["kind"] == "cnn" and model_key(exp["model"]) not in KERAS_BACKBONES + OWN_BACKBONES:
+            close = difflib.get_close_matches(model_key(exp["model"]), KERAS_BACKBONES + OWN_BACKBONES, n=3)
+            raise ConfigError(
+                f"config key experiments.{name}.model: unknown model {exp['model']!r}"
+                + (f" (did you mean {', '.join(close)}?)" if close else "")
+                + "; use a keras.applications backbone (" + ", ".join(KERAS_BACKBONES) + ") or lokiml's own: "
+                + ", ".join(OWN_BACKBONES)
+            )
     s = cfg["split"]
     total = s["train"] + s["valid"] + s["test"]
     if not math.isclose(total, 1.0, abs_tol=1e-6):
@@ -115,7 +149,7 @@ def _check_semantics(cfg: dict) -> None:
                 f"config key experiments.{name}.early_stopping_rounds: only classifier hist_gradient_boosting "
                 f"stops early (this experiment's classifier is {exp.get('classifier')!r})"
             )
-        if exp["kind"] == "cnn" and exp["weights"] == "imagenet" and str(exp["model"]).lower() in OWN_BACKBONES:
+        if exp["kind"] == "cnn" and exp["weights"] == "imagenet" and model_key(exp["model"]) in OWN_BACKBONES:
             raise ConfigError(
                 f"config key experiments.{name}.weights: {exp['model']!r} is lokiml's own network and has no "
                 "ImageNet weights; set weights: none (train it from scratch) or the path of a weights file of it"

@@ -25,9 +25,11 @@ inside a quoted cell; a quote that does not open a cell is literal text.
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import io
 import logging
+import lzma
 import os
 import posixpath
 import re
@@ -36,12 +38,31 @@ import sys
 import threading
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from lokiml.errors import InputError
+from lokiml.export_files import (  # the reader's own rules, shared with the workflow's inputs
+    ARCHIVE_SUFFIXES,
+    FALLBACK_PATTERNS,
+    TABLE_PATTERNS,
+    TABLE_SUFFIXES,
+    find_tables,
+    is_archive,
+    is_junk,
+    list_folder,
+    matches,
+    member_name,
+    pick_tables,
+    table_bytes,
+)
+
+# The names this module had before they moved to lokiml.export_files (lokiml.predict imports two).
+_ARCHIVE_SUFFIXES, _TABLE_SUFFIXES = ARCHIVE_SUFFIXES, TABLE_SUFFIXES
+_matches, _is_junk, _is_archive, _list_folder = matches, is_junk, is_archive, list_folder
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +70,18 @@ __all__ = [
     "Table",
     "Export",
     "ImageMissing",
+    "ImageRefused",
     "UnsafePath",
+    "FileInfo",
+    "find_tables",
+    "table_bytes",
+    "pick_tables",
+    "read_regular_file",
     "parse_table",
     "open_export",
     "TABLE_PATTERNS",
     "FALLBACK_PATTERNS",
 ]
-
-#: Names of the tables of an export (matched case-insensitively on the file name).
-TABLE_PATTERNS = ("ecotaxa*.tsv", "ecotaxa*.txt")
-#: Looked for only when no file matches :data:`TABLE_PATTERNS`.
-FALLBACK_PATTERNS = ("*.tsv",)
-#: Suffixes of archives that are never opened inside an export; the user must unpack them.
-_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".gz", ".bz2", ".xz", ".7z", ".rar")
-_TABLE_SUFFIXES = (".tsv", ".txt")
 
 _TYPE_CODE = re.compile(r"^\[[tfn]\]$")
 # A cell that looks like an attempt at a type code (``[H]``, ``[T]``, ``[]``).
@@ -92,7 +111,7 @@ class Table:
     types: dict[str, str] | None  # column -> '[t]'/'[f]'/'[n]' ('' where blank) if a type row was present
     lines: list[int]  # 1-based physical line number of each df row
     short_rows: list[int] = field(default_factory=list)  # lines of rows with fewer cells than the header (padded)
-    encoding: str = "utf-8"  # how the bytes were decoded: utf-8, utf-8-sig, utf-16, cp1252, latin-1, or mixed
+    encoding: str = "utf-8"  # how the bytes were decoded: utf-8, utf-8-sig, utf-16(-le/-be), utf-32(-le/-be), cp1252, latin-1, or mixed
     header_line: int = 1  # physical line of the header
 
     def line_of(self, index: int) -> int:
@@ -187,11 +206,18 @@ def _decode(data: bytes, source: str) -> tuple[str, str]:
     A file that is mostly UTF-8 but has a few lines typed in another encoding
     is decoded line by line, so that neither part turns into mojibake.
     """
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    wide = _wide_encoding(data)
+    if wide:
+        encoding, bom = wide
         try:
-            return data.decode("utf-16"), "utf-16"
+            text = data[len(bom):].decode(encoding)
         except UnicodeDecodeError as e:
-            raise InputError(source, f"starts with a UTF-16 mark but is not valid UTF-16 ({e.reason})") from None
+            raise InputError(source, f"looks like {encoding.upper()} text{' (by its byte-order mark)' if bom else ''} "
+                                     f"but is not valid {encoding.upper()} ({e.reason} at byte {e.start + len(bom)})",
+                             hint="save the table again as UTF-8") from None
+        if not bom:
+            log.warning("%s: %s text without a byte-order mark: read as %s", source, encoding.upper(), encoding.upper())
+        return text, encoding.rsplit("-", 1)[0] if bom else encoding  # "utf-16" with a mark, "utf-16-le" without
     if b"\x00" in data[:65536]:
         raise InputError(
             source, "looks like a binary file, not a text table", hint="an EcoTaxa table is tab-separated text"
@@ -230,6 +256,37 @@ def _decode(data: bytes, source: str) -> tuple[str, str]:
         encoding = "latin-1" if legacy == ["latin-1"] else legacy[0] if legacy else "utf-8"
         log.info("%s: not UTF-8, read as %s", source, encoding)
     return "\n".join(parts), encoding
+
+
+_BOMS = ((b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+         (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"))
+
+
+def _wide_encoding(data: bytes) -> tuple[str, bytes] | None:
+    """``(encoding, bom)`` for UTF-16/UTF-32 text, with or without a byte-order mark; None otherwise.
+
+    Without a mark, the zero bytes give it away: in UTF-16 text that is mostly ASCII (the column
+    names and most values of an EcoTaxa table) every other byte is zero, in UTF-32 three of four.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding, bom
+    head = data[:65536]
+    n = len(head) - len(head) % 4
+    if n < 8 or b"\x00" not in head:
+        return None
+    # share of zero bytes at each position modulo 4
+    zeros = [head[i:n:4].count(0) / (n // 4) for i in range(4)]
+    if min(zeros[1:]) > 0.9 and zeros[0] < 0.5:
+        return "utf-32-le", b""
+    if min(zeros[:3]) > 0.9 and zeros[3] < 0.5:
+        return "utf-32-be", b""
+    even, odd = (zeros[0] + zeros[2]) / 2, (zeros[1] + zeros[3]) / 2
+    if odd > 0.6 and even < 0.2:
+        return "utf-16-le", b""
+    if even > 0.6 and odd < 0.2:
+        return "utf-16-be", b""
+    return None
 
 
 def _structure(text: str, source: str) -> list[tuple[int, int]]:
@@ -406,29 +463,89 @@ def _check_header(
         )
     return keep
 
-
 # --------------------------------------------------------------------------- #
 # Exports
 # --------------------------------------------------------------------------- #
 
-
-def _matches(name: str, patterns) -> bool:
-    """Case-insensitive match of a base name against glob-like ``prefix*suffix`` patterns."""
-    low = name.lower()
-    for pat in patterns:
-        prefix, _, suffix = pat.lower().partition("*")
-        if low.startswith(prefix) and low.endswith(suffix) and len(low) >= len(prefix) + len(suffix):
-            return True
-    return False
-
-
-def _is_junk(parts) -> bool:
-    """Hidden files and folders, macOS resource forks: never tables."""
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+#: A zip member that would inflate to more than this many times its compressed size (and to over
+#: a mebibyte) is refused before it is inflated: a zip bomb. Image formats are compressed already
+#: (JPEG, PNG: about 1x); even an uncompressed BMP or TIFF of a plankton vignette stays far below.
+MAX_ZIP_RATIO = 200
+_RATIO_MIN_BYTES = 1 << 20
+#: The compression methods Python's zipfile inflates.
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+# What a broken member raises while it is inflated (bad CRC, bad data, truncated archive, ...).
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError, RuntimeError,
+                    NotImplementedError, ValueError)
 
 
-def _is_archive(name: str) -> bool:
-    return name.lower().endswith(_ARCHIVE_SUFFIXES)
+class ImageRefused(InputError):
+    """An image that is in the export but is not read. ``reason`` is its ledger reason:
+    ``not_a_file`` (a named pipe, a device, a socket, a folder), ``file_too_large`` (over the byte
+    limit, or a zip member that would inflate suspiciously far), ``unreadable_image`` (an encrypted
+    or corrupt zip member, or one compressed in a way zipfile cannot inflate) or ``ambiguous_image``
+    (a zip holding two different members of that name)."""
+
+    def __init__(self, path, problem: str, reason: str, hint: str | None = None):
+        super().__init__(path, problem, hint=hint)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What an image's file says about itself without being read.
+
+    ``size``: bytes (for a zip member, its declared uncompressed size); ``stamp``: changes whenever
+    the content may have (a file's modification time in ns; a zip member's CRC-32 and compressed size).
+    """
+
+    size: int
+    stamp: str
+
+
+def file_kind(mode: int) -> str:
+    """Words for a file type that is not a regular file (for messages)."""
+    for test, words in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+                        (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return words
+    return "special file"
+
+
+def read_regular_file(path, max_bytes: int | None = None, source=None) -> bytes:
+    """The bytes of the file at ``path``, refusing what could block or exhaust memory.
+
+    Opened without blocking (``O_NONBLOCK``: opening a named pipe with no writer would wait for
+    ever), then checked on the open file: anything but a regular file raises :class:`ImageRefused`
+    ``not_a_file``; a file over ``max_bytes`` raises ``file_too_large`` and is never read (nor one
+    that grows past it while being read). ``source`` names the file in messages (default: ``path``).
+    """
+    shown = source if source is not None else str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageMissing(shown, "not found") from None
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # a socket (or a device with no driver)
+            raise ImageRefused(shown, "is a socket or a device, not a file", "not_a_file",
+                               hint="remove it from the export") from None
+        raise InputError(shown, f"cannot be opened ({e.strerror or e})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageRefused(shown, f"is a {file_kind(st.st_mode)}, not a file", "not_a_file",
+                               hint="remove it from the export, or replace it by the file itself")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise ImageRefused(shown, f"is {st.st_size} bytes, over the limit of {max_bytes}", "file_too_large",
+                               hint="raise normalise.max_bytes if the file is a genuine image")
+        try:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        except OSError as e:
+            raise InputError(shown, f"cannot be read ({e.strerror or e})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageRefused(shown, f"grew over the limit of {max_bytes} bytes while it was read", "file_too_large")
+    return data
 
 
 def _unsafe_member(name: str) -> bool:
@@ -445,6 +562,12 @@ class Export:
     by a table's ``img_file_name``, relative to the folder of that table.
     Reading from a zip is safe from several threads. Use as a context
     manager, or call :meth:`close`.
+
+    Nothing can block or exhaust memory: a named pipe, a device or a socket is never read (a table
+    that is one is refused, an image is :class:`ImageRefused`); an image is read only up to a byte
+    limit (``max_bytes`` of :meth:`image_info` and :meth:`read_image_by_ref`); a zip member is
+    checked by its declared size, compression ratio, encryption and method before it is inflated.
+    A zip holding two different members of one name refuses that name (``ambiguous_image``).
     """
 
     def __init__(self, path):
@@ -453,11 +576,13 @@ class Export:
         self._tables: list[Table] | None = None
         self._tables_lock = threading.Lock()
         self._zip: zipfile.ZipFile | None = None
-        self._members: dict[str, zipfile.ZipInfo] = {}  # safe member name (POSIX) -> info
+        self._members: dict[str, zipfile.ZipInfo] = {}  # safe member name (POSIX) -> info (the first of that name)
         self._unsafe: set[str] = set()  # member names never followed
+        self._ambiguous: dict[str, int] = {}  # member name -> how many different members carry it
         self._lock = threading.Lock()
         self._root: Path | None = None  # folder the refs are relative to (file and folder exports)
         self._real_root: str | None = None
+        self._real_dirs: dict[str, str] = {}  # folder of refs -> its real path
 
         try:
             self._open()
@@ -485,23 +610,48 @@ class Export:
                 log.info("%s: %d row(s) in %d table(s)", self.path, sum(len(t.df) for t in tables), len(tables))
             return self._tables
 
+    @property
+    def root(self) -> Path | None:
+        """The folder image references are relative to (None for a zip)."""
+        return self._root
+
+    @property
+    def is_zip(self) -> bool:
+        return self._zip is not None
+
     # -- opening --------------------------------------------------------------
 
     def _open(self) -> None:
         p = self.path
-        if not p.exists():
+        if not os.path.lexists(p):
             raise InputError(p, "does not exist", hint="give a .tsv/.txt table, a folder or a .zip export")
-        if p.is_dir():
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            raise InputError(p, f"cannot be read ({e.strerror or e})",
+                             hint="a link to nowhere? give the export itself") from None
+        if stat.S_ISDIR(st.st_mode):
             self._open_folder(p)
+        elif not stat.S_ISREG(st.st_mode):
+            raise InputError(p, f"is a {file_kind(st.st_mode)}, not an export",
+                             hint="give a .tsv/.txt table, a folder or a .zip export")
         elif p.suffix.lower() == ".zip" or (not p.name.lower().endswith(_TABLE_SUFFIXES) and zipfile.is_zipfile(p)):
             self._open_zip(p)
         elif p.name.lower().endswith(_TABLE_SUFFIXES):
             self._set_root(p.parent)
-            self._found = [(str(p), "", p.read_bytes)]
+            self._found = [(str(p), "", functools.partial(self._read_table_file, str(p), str(p)))]
         elif _is_archive(p.name):
             raise InputError(p, "this kind of archive cannot be read directly", hint="unpack it, or zip it as a .zip")
         else:
             raise InputError(p, "is not an EcoTaxa export", hint="give a .tsv/.txt table, a folder or a .zip export")
+
+    @staticmethod
+    def _read_table_file(real: str, source: str) -> bytes:
+        try:
+            return read_regular_file(real, source=source)
+        except ImageRefused as e:
+            raise InputError(source, f"{e.problem}: a table must be a regular file",
+                             hint="remove it from the export folder, or replace it by the table itself") from None
 
     def _set_root(self, root: Path) -> None:
         self._root = root
@@ -509,33 +659,20 @@ class Export:
 
     def _open_folder(self, root: Path) -> None:
         self._set_root(root)
-        files = []  # POSIX paths relative to root
-        archives = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            rel_dir = Path(dirpath).relative_to(root).as_posix()
-            rel_dir = "" if rel_dir == "." else rel_dir
-            dirnames[:] = sorted(d for d in dirnames if not _is_junk([d]))
-            for name in filenames:
-                rel = f"{rel_dir}/{name}" if rel_dir else name
-                if _is_junk([name]):
-                    continue
-                if _is_archive(name):
-                    archives.append(rel)
-                files.append(rel)
-        chosen = self._choose(files, archives)
-        for rel in chosen:
+        files, archives = _list_folder(root)
+        for rel in self._choose(files, archives):
             full = root / rel
             real = os.path.realpath(full)
             if not self._inside_root(real):
                 raise UnsafePath(full, f"is a link to {real}, outside the export folder {root}",
                                  hint="copy the table into the export folder instead of linking to it")
             folder = posixpath.dirname(rel)
-            self._found.append((str(full), folder, Path(real).read_bytes))
+            self._found.append((str(full), folder, functools.partial(self._read_table_file, real, str(full))))
 
     def _open_zip(self, path: Path) -> None:
         try:
             self._zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as e:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise InputError(path, f"is not a readable zip file ({e})", hint="download the export again") from None
         files = []
         archives = []
@@ -548,6 +685,16 @@ class Export:
                 self._unsafe.add(name)
                 continue
             name = posixpath.normpath(name)
+            first = self._members.get(name)
+            if first is not None:
+                if (first.CRC, first.file_size) == (info.CRC, info.file_size):
+                    log.warning("%s: zip member %r is there twice, with the same content: the first is used",
+                                path, name)
+                else:
+                    self._ambiguous[name] = self._ambiguous.get(name, 1) + 1
+                    log.warning("%s: zip member %r is there %d times, with different contents: rows naming it "
+                                "are dropped as ambiguous_image", path, name, self._ambiguous[name])
+                continue
             self._members[name] = info
             if _is_junk(name.split("/")):
                 continue
@@ -555,32 +702,24 @@ class Export:
                 archives.append(name)
             files.append(name)
         for name in self._choose(files, archives):
-            self._found.append((f"{path}!{name}", posixpath.dirname(name), functools.partial(self._read_member, name)))
+            source = f"{path}!{name}"
+            if name in self._ambiguous:
+                raise InputError(source, f"the zip holds {self._ambiguous[name]} different tables of this name",
+                                 hint="unzip the export, keep the right table, and give the folder")
+            self._check_member(self._members[name], source, max_bytes=None, table=True)
+            self._found.append((source, posixpath.dirname(name), functools.partial(self._read_member, name)))
 
-    @staticmethod
-    def _member_name(info: zipfile.ZipInfo) -> str:
-        """Member name with '/' separators, decoded as UTF-8 even when the zip does not say so."""
-        name = info.filename
-        if not info.flag_bits & 0x800:
-            try:  # zipfile decoded it as cp437; most tools actually write UTF-8
-                name = name.encode("cp437").decode("utf-8")
-            except (UnicodeEncodeError, UnicodeDecodeError):
-                pass
-        name = name.replace("\\", "/")
-        while name.startswith("./"):
-            name = name[2:]
-        return name
+    _member_name = staticmethod(member_name)
 
     def _choose(self, files: list[str], archives: list[str]) -> list[str]:
         """Pick the tables among ``files`` (POSIX relative paths), sorted; raise if there are none."""
-        for patterns in (TABLE_PATTERNS, FALLBACK_PATTERNS):
-            chosen = sorted(f for f in files if _matches(posixpath.basename(f), patterns))
-            if chosen:
-                if patterns is FALLBACK_PATTERNS:
-                    log.warning("%s: no ecotaxa*.tsv/.txt table; reading every .tsv: %s", self.path, chosen)
-                if archives:
-                    log.warning("%s: archive(s) inside the export are not opened: %s", self.path, sorted(archives))
-                return chosen
+        chosen, fallback = pick_tables(files)
+        if chosen:
+            if fallback:
+                log.warning("%s: no ecotaxa*.tsv/.txt table; reading every .tsv: %s", self.path, chosen)
+            if archives:
+                log.warning("%s: archive(s) inside the export are not opened: %s", self.path, sorted(archives))
+            return chosen
         looked = ", ".join(TABLE_PATTERNS) + ", then " + ", ".join(FALLBACK_PATTERNS)
         problem = f"no EcoTaxa table found (looked for {looked})"
         if archives:
@@ -637,50 +776,136 @@ class Export:
         real = self._real_path(ref, table.source)
         return os.path.isfile(real)
 
-    def read_image(self, table: Table, img_file_name: str) -> bytes:
+    def image_info(self, ref: str, max_bytes: int | None = None) -> FileInfo:
+        """Size and stamp of the image with canonical reference ``ref``, without reading it.
+
+        Raises :class:`ImageMissing`, :class:`UnsafePath`, or :class:`ImageRefused` (with its ledger
+        reason) for an image that is not a regular file, is over ``max_bytes``, or is a zip member
+        that cannot or must not be inflated.
+        """
+        ref = self._canonical(ref)
+        if self._zip is not None:
+            info = self._member_info(ref, str(self.path))
+            self._check_member(info, self._shown(ref), max_bytes)
+            return FileInfo(info.file_size, f"crc{info.CRC:08x}:{info.compress_size}")
+        real = self._real_path(ref, str(self.path))
+        try:
+            st = os.stat(real)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ImageMissing(str(self.path), f"image {ref!r} not found (looked for {self._root / ref})") from None
+        except OSError as e:
+            raise InputError(self._shown(ref), f"cannot be read ({e.strerror or e})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageRefused(self._shown(ref), f"is a {file_kind(st.st_mode)}, not an image file", "not_a_file",
+                               hint="remove it from the export, or replace it by the image itself")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise ImageRefused(self._shown(ref), f"is {st.st_size} bytes, over normalise.max_bytes ({max_bytes})",
+                               "file_too_large", hint="raise normalise.max_bytes if it is a genuine image")
+        return FileInfo(st.st_size, str(st.st_mtime_ns))
+
+    def read_image(self, table: Table, img_file_name: str, max_bytes: int | None = None) -> bytes:
         """Bytes of the image named ``img_file_name`` in ``table``.
 
         Raises :class:`ImageMissing` (naming the table) if it is not there,
-        :class:`UnsafePath` if the name leads outside the export.
+        :class:`UnsafePath` if the name leads outside the export, :class:`ImageRefused` as
+        :meth:`read_image_by_ref`.
         """
         ref = self.image_ref(table, img_file_name)
-        return self._read_ref(ref, table.source, img_file_name)
+        return self._read_ref(ref, table.source, img_file_name, max_bytes)
 
-    def read_image_by_ref(self, ref: str) -> bytes:
-        """Bytes of the image with canonical reference ``ref`` (see :meth:`image_ref`)."""
+    def read_image_by_ref(self, ref: str, max_bytes: int | None = None) -> bytes:
+        """Bytes of the image with canonical reference ``ref`` (see :meth:`image_ref`).
+
+        Never blocks and never holds more than ``max_bytes``: see :class:`ImageRefused`.
+        """
+        ref = self._canonical(ref)
+        return self._read_ref(ref, str(self.path), ref, max_bytes)
+
+    def _canonical(self, ref) -> str:
         ref = str(ref)
-        if not ref or ref != posixpath.normpath(ref) or _unsafe_member(ref) or "\\" in ref or ref == ".":
+        if not ref or "\\" in ref or ref == "." or ref != posixpath.normpath(ref) or _unsafe_member(ref):
             raise UnsafePath(self.path, f"{ref!r} is not a canonical image reference inside the export")
-        return self._read_ref(ref, str(self.path), ref)
+        return ref
 
-    def _read_ref(self, ref: str, source: str, shown: str) -> bytes:
+    def _shown(self, ref: str) -> str:
+        """How an image is named in messages: ``export.zip!0/a.jpg`` or the path of the file."""
+        return f"{self.path}!{ref}" if self._zip is not None else str(self._root / ref)
+
+    def _member_info(self, ref: str, source: str) -> zipfile.ZipInfo:
+        if ref in self._unsafe:
+            raise UnsafePath(source, f"zip member {ref!r} is a link, not an image")
+        info = self._members.get(ref)
+        if info is None:
+            raise ImageMissing(source, f"image {ref!r} not found in {self.path} (looked for member {ref!r})")
+        if ref in self._ambiguous:
+            raise ImageRefused(f"{self.path}!{ref}", f"the zip holds {self._ambiguous[ref]} different members "
+                               "of this name", "ambiguous_image",
+                               hint="unzip the export, keep the right image, and zip it again")
+        return info
+
+    @staticmethod
+    def _check_member(info: zipfile.ZipInfo, source: str, max_bytes: int | None, table: bool = False) -> None:
+        """Refuse a member before inflating it: encrypted, an unknown method, over ``max_bytes``, a bomb."""
+        what = "table" if table else "image"
+        if info.flag_bits & 0x1:
+            raise ImageRefused(source, "is encrypted (the zip needs a password)", "unreadable_image",
+                               hint=f"unzip it with its password and give the unpacked {what} or folder")
+        if info.compress_type not in _ZIP_METHODS:
+            raise ImageRefused(source, f"is compressed with method {info.compress_type}, which cannot be inflated here "
+                               "(stored, deflate, bzip2 and lzma can)", "unreadable_image",
+                               hint="unzip it with a tool that knows the method, and zip it again with deflate")
+        if max_bytes is not None and info.file_size > max_bytes:
+            raise ImageRefused(source, f"would inflate to {info.file_size} bytes, over normalise.max_bytes "
+                               f"({max_bytes}); not inflated", "file_too_large",
+                               hint="raise normalise.max_bytes if it is a genuine image")
+        ratio = info.file_size / max(info.compress_size, 1)
+        if not table and info.file_size > _RATIO_MIN_BYTES and ratio > MAX_ZIP_RATIO:
+            raise ImageRefused(source, f"would inflate {ratio:.0f} times ({info.compress_size} to {info.file_size} "
+                               f"bytes): a zip bomb, not inflated", "file_too_large",
+                               hint=f"no image compresses over {MAX_ZIP_RATIO} times; check where the zip comes from")
+
+    def _read_ref(self, ref: str, source: str, shown: str, max_bytes: int | None = None) -> bytes:
         if self._zip is not None:
             if ref in self._unsafe:
                 raise UnsafePath(source, f"zip member {ref!r} is a link, not an image")
             if ref not in self._members:
                 raise ImageMissing(source, f"image {shown!r} not found in {self.path} (looked for member {ref!r})")
-            return self._read_member(ref)
+            return self._read_member(ref, max_bytes, image=True)
         real = self._real_path(ref, source)
         try:
-            with open(real, "rb") as f:
-                return f.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return read_regular_file(real, max_bytes, source=self._shown(ref))
+        except ImageMissing:
             raise ImageMissing(source, f"image {shown!r} not found (looked for {self._root / ref})") from None
-        except OSError as e:
-            raise InputError(source, f"cannot read image {shown!r} ({e.strerror or e})") from None
 
-    def _read_member(self, name: str) -> bytes:
-        info = self._members[name]
+    def _read_member(self, name: str, max_bytes: int | None = None, image: bool = False) -> bytes:
+        source = f"{self.path}!{name}"
+        info = self._member_info(name, source) if image else self._members[name]
+        self._check_member(info, source, max_bytes, table=not image)
         try:
-            with self._lock:
-                return self._zip.read(info)
-        except (zipfile.BadZipFile, RuntimeError, OSError, EOFError) as e:
-            # RuntimeError: encrypted member; BadZipFile: bad CRC or truncated file
-            raise InputError(f"{self.path}!{name}", f"cannot be read from the zip ({e})") from None
+            with self._lock, self._zip.open(info) as f:
+                # zipfile stops at the declared size (and then checks the CRC), so this never holds more
+                return f.read()
+        except _ZIP_READ_ERRORS as e:
+            raise ImageRefused(source, f"cannot be read from the zip: corrupt or truncated ({type(e).__name__}: {e})",
+                               "unreadable_image", hint="download the export again") from None
 
     def _real_path(self, ref: str, source: str) -> str:
-        """Real path of ``ref`` under the root folder; refuse symlinks that lead out of it."""
-        real = os.path.realpath(self._root / ref)
+        """Real path of ``ref`` under the root folder; refuse symlinks that lead out of it.
+
+        The real path of each folder is resolved once (an export of 100 000 images in a few folders
+        costs one ``lstat`` per image, not a walk of every component of every path).
+        """
+        folder, name = posixpath.split(ref)
+        real_dir = self._real_dirs.get(folder)
+        if real_dir is None:
+            real_dir = self._real_dirs[folder] = os.path.realpath(self._root / folder) if folder else self._real_root
+        real = os.path.join(real_dir, name)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(real).st_mode)
+        except OSError:
+            is_link = False  # not there: the caller says so
+        if is_link:
+            real = os.path.realpath(real)
         if not self._inside_root(real):
             raise UnsafePath(source, f"image {ref!r} is a link to {real}, outside the export folder {self._root}")
         return real

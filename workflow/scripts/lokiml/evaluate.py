@@ -1135,8 +1135,12 @@ def plot_leaderboard(table: pd.DataFrame, path) -> None:
 # --------------------------------------------------------------------------------------------
 
 def plot_data_summary(summary_path, split_path, out_objects, out_dropped, out_splits, out_html, classes=None,
-                      cap=None, reasons: dict | None = None) -> None:
-    """Figures of the data stage: objects per class before/after balancing, dropped rows, split sizes; summary HTML."""
+                      cap=None, reasons: dict | None = None, manifest_path=None, polarity: str = "dark") -> None:
+    """Figures of the data stage: objects per class before/after balancing, dropped rows, split sizes; summary HTML.
+
+    With ``manifest_path`` (results/data/images.tsv), the summary also says what the images' borders tell of
+    their polarity (lokiml.manifest.polarity_evidence).
+    """
     if reasons is None:
         from .objects import REASONS as reasons
     summary = read_tsv(summary_path)
@@ -1243,4 +1247,10 @@ def plot_data_summary(summary_path, split_path, out_objects, out_dropped, out_sp
                    "augmented_copies": "augmented copies added", "train": "train images", "valid": "valid images",
                    "test": "test images"})
     body += html_table(summary, headers=heads, total_rows=("TOTAL",), labels=labels)
+    if manifest_path:
+        from .manifest import polarity_evidence, read_manifest
+
+        _, rows = read_manifest(manifest_path)
+        if rows:
+            body += f'<p class="note">Images: {html.escape(polarity_evidence(rows, polarity).sentence())}.</p>'
     write_text(out_html, html_page("Data: objects per class at each step", body))

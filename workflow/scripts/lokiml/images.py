@@ -45,6 +45,7 @@ import logging
 import math
 import threading
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -158,21 +159,90 @@ def decode_grey(data: bytes, name: str, max_pixels: int = 100_000_000, min_size:
     return arr
 
 
+#: Pixels converted to grey at a time: a large image is converted in bands of rows, so that the
+#: conversion needs about the grey image's own size on top of the decoded one (a 100-Mpixel 16-bit
+#: image needed 2 GB of int64 and float64 copies at once).
+_BAND_PIXELS = 1 << 22
+
+
+def header(data: bytes) -> tuple[int, int, str, str] | None:
+    """``(width, height, mode, format)`` from an image's header, nothing decoded; None if it is not an image.
+
+    Never Pillow's decompression-bomb warning or error: the size is what is asked for here.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _PIL_LIMIT_LOCK:
+                limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    im = Image.open(io.BytesIO(data))
+                finally:
+                    Image.MAX_IMAGE_PIXELS = limit
+            with im:
+                return im.size[0], im.size[1], im.mode, im.format or ""
+    except Exception:  # noqa: BLE001 - not an image (decode_grey says why)
+        return None
+
+
 def _to_grey(im: Image.Image) -> np.ndarray:
-    """Convert a loaded Pillow image of any mode to ``uint8 (H, W)`` (see the module docstring)."""
+    """Convert a loaded Pillow image of any mode to ``uint8 (H, W)`` (see the module docstring).
+
+    Large images are converted a band of rows at a time, with the scale of integer and float
+    images taken from the whole image first, so that every band is scaled alike.
+    """
+    if im.mode == "L":
+        return np.array(im, dtype=np.uint8)
+    scale = _integer_scale(im)
+    w, h = im.size
+    rows = max(1, _BAND_PIXELS // max(w, 1))
+    if h <= rows:
+        return _band_to_grey(im, scale)
+    out = np.empty((h, w), dtype=np.uint8)
+    for y in range(0, h, rows):
+        out[y:y + rows] = _band_to_grey(im.crop((0, y, w, min(h, y + rows))), scale)
+    return out
+
+
+def _integer_scale(im: Image.Image):
+    """For integer and float modes, how the whole image's values map to 8 bits: ``(kind, bits)``.
+
+    ``("fraction", 0)``: float values within [0, 1], times 255; ``("bits", b)``: values scaled by a
+    depth of ``b`` bits, implied by the image's maximum (module docstring). None for other modes.
+    """
+    mode = im.mode
+    if mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return None
+    try:
+        lo, hi = im.getextrema()
+    except ValueError:  # Pillow has no extrema for some of them (I;16B)
+        vals = np.asarray(im)
+        lo, hi = (vals.min(), vals.max()) if vals.size else (0, 0)
+    lo, hi = float(lo), float(hi)
+    if mode == "F":
+        lo = 0.0 if math.isnan(lo) else lo
+        hi = 0.0 if math.isnan(hi) else hi
+        if lo >= 0.0 and hi <= 1.0:
+            return ("fraction", 0)
+        hi = min(max(hi, 0.0), 2.0**31 - 1)
+    return ("bits", max(8, int(round(max(hi, 0))).bit_length()))
+
+
+def _band_to_grey(im: Image.Image, scale) -> np.ndarray:
+    """Convert (a band of) a loaded image to ``uint8``; ``scale`` from :func:`_integer_scale` of the whole image."""
     mode = im.mode
     if mode == "L":
         return np.array(im, dtype=np.uint8)
     if mode == "1":
         return np.array(im.convert("L"), dtype=np.uint8)
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        return _scale_integers(np.array(im).astype(np.int64))
-    if mode == "F":
-        vals = np.array(im, dtype=np.float64)
-        vals = np.nan_to_num(vals, nan=0.0, posinf=0.0, neginf=0.0)
-        if vals.size and vals.min() >= 0.0 and vals.max() <= 1.0:
-            return np.rint(vals * 255.0).astype(np.uint8)
-        return _scale_integers(np.rint(np.clip(vals, 0, 2**31 - 1)).astype(np.int64))
+    if scale is not None:
+        vals = np.array(im)
+        if mode == "F":
+            vals = np.nan_to_num(vals.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            if scale[0] == "fraction":
+                return np.rint(vals * 255.0).astype(np.uint8)
+            vals = np.rint(np.clip(vals, 0, 2**31 - 1))
+        return _scale_integers(vals, scale[1])
     has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in im.info)
     if has_alpha:
         rgba = np.array(im.convert("RGBA"), dtype=np.float32)
@@ -185,11 +255,12 @@ def _to_grey(im: Image.Image) -> np.ndarray:
     return np.array(im.convert("RGB").convert("L"), dtype=np.uint8)
 
 
-def _scale_integers(vals: np.ndarray) -> np.ndarray:
-    """Scale non-negative integers to 8 bits by the bit depth implied by their maximum."""
+def _scale_integers(vals: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Scale non-negative integers to 8 bits by a bit depth (default: the one implied by their maximum)."""
     vals = np.clip(vals, 0, None)
-    vmax = int(vals.max()) if vals.size else 0
-    bits = max(8, vmax.bit_length())
+    if bits is None:
+        vmax = int(vals.max()) if vals.size else 0
+        bits = max(8, vmax.bit_length())
     if bits == 8:
         return vals.astype(np.uint8)
     return np.rint(vals * (255.0 / float(2**bits - 1))).astype(np.uint8)
@@ -216,6 +287,84 @@ def detect_polarity(img: np.ndarray) -> str:
     return "dark" if float(np.median(_border(img))) >= 128 else "light"
 
 
+#: An image whose grey levels span at most this many steps is uniform: nothing in it can be told
+#: from its background (fully white, fully black, one flat grey).
+UNIFORM_CONTRAST = 2
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """What the data stage needs to know of an image's grey levels, whatever the threshold.
+
+    ``min``/``max``: its darkest and lightest grey level; ``border``: the median of its 1-pixel
+    border; ``centre``: the mean of its middle half (in each direction; a mean, so that an object
+    smaller than half of it still shows). ``exact``: computed on the
+    full-resolution image (False when a JPEG was decoded at a reduced scale: its minimum is then at
+    least, its maximum at most, the true one).
+    """
+
+    min: int
+    max: int
+    border: float
+    centre: float
+    exact: bool = True
+
+
+def image_stats(img: np.ndarray, exact: bool = True) -> ImageStats:
+    """:class:`ImageStats` of a grey image (after any bottom crop); the centre's mean from at most ~1 Mpixel of it."""
+    img = _check_grey(img)
+    h, w = img.shape
+    centre = img[h // 4: h - h // 4 or h, w // 4: w - w // 4 or w]
+    step = max(1, int(math.sqrt(centre.size / 1_000_000)))
+    return ImageStats(min=int(img.min()), max=int(img.max()), border=float(np.median(_border(img))),
+                      centre=round(float(centre[::step, ::step].mean(dtype=np.float64)), 2), exact=exact)
+
+
+def stats_polarity(stats: ImageStats, polarity: str) -> str:
+    """``'dark'`` or ``'light'``: the configured polarity, or for ``'auto'`` the one :func:`detect_polarity` picks."""
+    if polarity == "auto":
+        return "dark" if stats.border >= 128 else "light"
+    return polarity
+
+
+def has_object(stats: ImageStats, threshold: int = 245, polarity: str = "dark") -> bool:
+    """True when the image holds an object as :func:`normalise` sees one.
+
+    False for a uniform image (grey levels within :data:`UNIFORM_CONTRAST`: fully white, fully
+    black, flat grey) and for one with no object pixel (``< threshold`` for dark objects,
+    ``> 255 - threshold`` for light ones): a background-only frame. :func:`normalise` would keep
+    such an image whole; the data stage counts it as ``no_object`` instead.
+    """
+    if stats.max - stats.min <= UNIFORM_CONTRAST:
+        return False
+    if stats_polarity(stats, polarity) == "dark":
+        return stats.min < threshold
+    return stats.max > 255 - threshold
+
+
+def has_object_is_certain(stats: ImageStats, threshold: int = 245, polarity: str = "dark") -> bool:
+    """True when :func:`has_object` of ``stats`` holds for the full-resolution image as well.
+
+    Always for exact stats. From a JPEG decoded at a reduced scale, "an object" is certain (its
+    minimum can only be lower, its maximum higher, at full resolution), but "no object" is not; nor
+    is the polarity ``'auto'`` picks for a border median near 128.
+    """
+    if stats.exact:
+        return True
+    if polarity == "auto" and abs(stats.border - 128) < 32:
+        return False
+    return has_object(stats, threshold, polarity)
+
+
+def border_darker_than_centre(stats: ImageStats) -> bool:
+    """The evidence for light objects on a dark background (UVP): the border darker than the middle."""
+    return stats.border < stats.centre
+
+
+#: The most pixels :func:`augment` pads an image to (64 Mpixel: 64 MB); larger ones are shrunk first.
+AUGMENT_MAX_PIXELS = 1 << 26
+
+
 def augment(img: np.ndarray, flip: bool, angle: float, dx: float, dy: float) -> np.ndarray:
     """Flip, rotate and shift a grey image; same shape, ``uint8``, deterministic.
 
@@ -225,7 +374,8 @@ def augment(img: np.ndarray, flip: bool, angle: float, dx: float, dy: float) -> 
     down. Sampling is bilinear; pixels that come from outside the image take
     the value of the nearest edge pixel (Keras' ``fill_mode='nearest'``): the
     image is padded with its edge values, transformed by Pillow, and cropped
-    back.
+    back. An image whose padding would exceed :data:`AUGMENT_MAX_PIXELS` is
+    augmented as a shrunken copy, enlarged back to its size.
     """
     img = _check_grey(img)
     if flip:
@@ -243,6 +393,15 @@ def augment(img: np.ndarray, flip: bool, angle: float, dx: float, dy: float) -> 
     reach = 0.5 * math.hypot(w, h) + math.hypot(tx, ty)
     pad_x = int(math.ceil(max(0.0, reach - w / 2.0))) + 2
     pad_y = int(math.ceil(max(0.0, reach - h / 2.0))) + 2
+    padded_pixels = (h + 2 * pad_y) * (w + 2 * pad_x)
+    if padded_pixels > AUGMENT_MAX_PIXELS:
+        # A very large or very elongated image (a 100 000 x 2 px line pads to 10^10 pixels): augment a
+        # shrunken copy, and bring the result back to the image's size.
+        k = math.sqrt(AUGMENT_MAX_PIXELS / padded_pixels)
+        small = Image.fromarray(np.ascontiguousarray(img), "L").resize(
+            (max(1, round(w * k)), max(1, round(h * k))), resample=Image.Resampling.BOX)
+        out = augment(np.asarray(small, dtype=np.uint8), False, angle, dx, dy)
+        return np.array(Image.fromarray(out, "L").resize((w, h), resample=Image.Resampling.BILINEAR), dtype=np.uint8)
     padded = np.pad(img, ((pad_y, pad_y), (pad_x, pad_x)), mode="edge")
     # Inverse map (output -> input), in Pillow's continuous coordinates (pixel centres at i + 0.5).
     theta = math.radians(angle)
@@ -271,13 +430,13 @@ def normalise(img: np.ndarray, size: int, threshold: int = 245, polarity: str = 
       :func:`detect_polarity` (after the bottom crop).
     * The image is cropped to the bounding box of the object pixels; with no
       object pixel the whole image is kept.
-    * The crop is pasted centred on a square canvas of side ``max(h, w)``,
+    * The crop is centred on a square canvas of ``size x size`` (:func:`square`),
       filled with the background: the median of the image's border pixels that
-      are not object pixels (all object: 255 for dark, 0 for light).
-    * The square is resized to ``size x size`` with Pillow: LANCZOS when
-      shrinking (sharp, no aliasing), BILINEAR when enlarging (no ringing on
-      small objects). The aspect ratio is kept by construction and the object
-      is never cropped.
+      are not object pixels (all object: 255 for dark, 0 for light). A larger
+      crop is shrunk first with Pillow's LANCZOS (sharp, no aliasing) so that
+      its longer side fills the canvas; a smaller one is enlarged with the canvas
+      (BILINEAR: no ringing on small objects). The aspect ratio is kept and the
+      object is never cropped.
     * ``canvas`` (pixels of the original image, scale-preserving): the square's side is at least
       ``canvas``, so every object no larger than it keeps its size relative to the frame (a 5 px speck
       stays small, a 90 px organism fills most of a 100 px canvas); larger objects are shrunk to fit.
@@ -311,16 +470,35 @@ def normalise(img: np.ndarray, size: int, threshold: int = 245, polarity: str = 
     if rows.size:
         cols = np.flatnonzero(obj.any(axis=0))
         img = img[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
-    h, w = img.shape
+    return square(img, size, background, canvas)
+
+
+def square(crop: np.ndarray, size: int, background: int, canvas: int | None = None) -> np.ndarray:
+    """``crop`` centred on a ``size x size`` square of ``background``, its aspect ratio kept.
+
+    The square stands for a side of ``max(h, w, canvas)`` pixels of the original image (``canvas``:
+    the scale-preserving option of :func:`normalise`). Larger than ``size``: the crop is shrunk first
+    (LANCZOS) by ``size / side``, each of its sides to at least a pixel, then pasted: no square of the
+    original side is ever built (a 100 000 x 2 px image needed 9.3 GiB that way), and a long thin
+    object keeps its contrast instead of fading into a square of its length (a 10 px wide line
+    30 000 px long vanished). Smaller: pasted on a square of that side, then enlarged (BILINEAR: no
+    ringing).
+    """
+    h, w = crop.shape
     side = max(h, w, int(canvas or 0))
-    square = np.full((side, side), background, dtype=np.uint8)
+    if side > size:
+        nh, nw = max(1, round(h * size / side)), max(1, round(w * size / side))
+        if (nh, nw) != (h, w):
+            crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop), "L").resize(
+                (nw, nh), resample=Image.Resampling.LANCZOS), dtype=np.uint8)
+        h, w, side = nh, nw, size
+    out = np.full((side, side), background, dtype=np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
-    square[top: top + h, left: left + w] = img
+    out[top: top + h, left: left + w] = crop
     if side == size:
-        return square
-    resample = Image.Resampling.LANCZOS if side > size else Image.Resampling.BILINEAR
-    out = Image.fromarray(square, "L").resize((size, size), resample=resample)
-    return np.array(out, dtype=np.uint8)
+        return out
+    return np.array(Image.fromarray(out, "L").resize((size, size), resample=Image.Resampling.BILINEAR),
+                    dtype=np.uint8)
 
 
 def _check_grey(img: np.ndarray) -> np.ndarray:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from .balance import is_augmented_id
 from .ecotaxa import Export, InputError
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,28 @@ REASONS = {
     "no_category": "object_annotation_category is empty",
     "unmapped_category": "category maps to none of the configured classes",
     "dropped_by_mapping": "the class mapping table says drop",
+    "no_object_id": "object_id is empty",
+    "reserved_object_id": "object_id has the form of an augmented copy's id (<object_id>#aug<number>)",
     "duplicate_object_id": "object_id seen before in the export (the first one is used)",
     "no_image_name": "img_file_name is empty",
     "unsafe_image_path": "img_file_name is absolute or climbs out of the export's folder",
     "missing_image": "the image file named in img_file_name is not in the export",
-    "unreadable_image": "the image cannot be decoded (corrupt, truncated or not an image)",
+    "not_a_file": "img_file_name names a named pipe, a device, a socket or a folder, not a file",
+    "ambiguous_image": "the zip holds two different members of the image's name",
+    "file_too_large": "the image file is over normalise.max_bytes, or a zip member would inflate beyond it "
+                      "(or more than 200-fold)",
+    "unreadable_image": "the image cannot be decoded (corrupt, truncated, encrypted or not an image)",
     "image_too_large": "the image header claims more pixels than normalise.max_pixels",
+    "no_object": "the image shows no object: uniform (all white, all black, flat grey) or no pixel passes "
+                 "normalise.threshold with normalise.polarity",
 }
+#: Reasons of an image (the rows naming it all get it): their detail is in the ledger and the manifest.
+IMAGE_REASONS = ("unsafe_image_path", "missing_image", "not_a_file", "ambiguous_image", "file_too_large",
+                 "unreadable_image", "image_too_large", "no_object")
 
-LEDGER_COLUMNS = ["source", "line", "object_id", "img_file_name", "status", "category", "class_name", "outcome"]
-FIXED_COLUMNS = ["object_id", "class_name", "category", "image_ref", "source", "line"]
+LEDGER_COLUMNS = ["source", "line", "object_id", "img_file_name", "status", "category", "class_name", "outcome",
+                  "detail"]
+FIXED_COLUMNS = ["object_id", "class_name", "category", "image_ref", "image_key", "source", "line"]
 
 
 class ClassMatcher:
@@ -135,6 +148,8 @@ def verify_image(data: bytes, name: str, max_pixels: int) -> str | None:
 class Selection:
     objects: pd.DataFrame
     ledger: pd.DataFrame
+    #: what was found of each image looked at (reference -> :class:`lokiml.manifest.ImageCheck`)
+    checks: dict = field(default_factory=dict)
 
     def summary(self) -> pd.DataFrame:
         return self.ledger.groupby("outcome").size().rename("rows").reset_index()
@@ -155,16 +170,45 @@ def select_objects(
     max_pixels: int = 100_000_000,
     threads: int = 1,
     check_images: bool = True,
+    max_bytes: int = 100_000_000,
+    threshold: int = 245,
+    polarity: str = "dark",
+    bottom_crop: float = 0.0,
+    cache_dir=None,
+    images: bool | str = True,
 ) -> Selection:
-    """Select, map and check the rows of every table in ``export``."""
+    """Select, map and check the rows of every table in ``export``.
+
+    ``images``: ``"required"`` (or True: a CNN experiment is configured, every object needs its image),
+    ``"optional"`` (descriptors that use the images when there are any: a table without an
+    ``img_file_name`` column gives objects without images, a table with one is checked as when
+    required) or ``"ignored"`` (or False: descriptors of the export only; no image is looked at).
+    Every image a usable row names is checked once per content
+    (:func:`lokiml.manifest.check_images`: present, a regular file within ``max_bytes``, decodable
+    within ``max_pixels``, showing an object at ``threshold`` and ``polarity`` after
+    ``bottom_crop``); ``check_images=False`` checks only that the file is there and may be read.
+    ``cache_dir`` keeps the checks for the next run (a data update then reads only new images).
+    """
+    from .manifest import CheckCache, CheckParams
+    from .manifest import check_images as run_checks
+
+    mode = {True: "required", False: "ignored"}.get(images, images)
+    if mode not in ("required", "optional", "ignored"):
+        raise ValueError(f"images must be required, optional or ignored, not {images!r}")
     matcher = ClassMatcher(classes, mapping)
     statuses = set(statuses)
-    ledgers, objects = [], []
     seen_ids: set[str] = set()
-    for table in export.tables:
+    parts = []  # per table: (table, outcome, class_name, image_ref, object_id, img_name, status, category)
+    need: dict[str, list[tuple[int, int]]] = {}  # image ref -> [(table number, row)]
+    for t_no, table in enumerate(export.tables):
         df = table.df
-        if "object_id" not in df.columns or "img_file_name" not in df.columns:
-            missing = [c for c in ("object_id", "img_file_name") if c not in df.columns]
+        required = ["object_id"] + (["img_file_name"] if mode == "required" else [])
+        table_images = mode == "required" or (mode == "optional" and "img_file_name" in df.columns)
+        if mode == "optional" and not table_images and len(df):
+            log.info("%s: no img_file_name column: its objects have no images (the descriptor experiments need "
+                     "none)", table.source)
+        if any(c not in df.columns for c in required):
+            missing = [c for c in required if c not in df.columns]
             raise InputError(table.source, f"missing required column(s) {missing}", row=table.header_line,
                              hint="an EcoTaxa export names each object's object_id and img_file_name; "
                                   "export the project again with its images, or add the column(s)")
@@ -176,7 +220,7 @@ def select_objects(
             if n and col not in df.columns:
                 log.warning("%s: no %s column: %s", table.source, col, what)
         object_id = _col(df, "object_id")
-        img_name = df["img_file_name"].astype(str)
+        img_name = df["img_file_name"].astype(str) if "img_file_name" in df.columns else pd.Series([""] * n, dtype=object)
         status = _col(df, "object_annotation_status")
         category = _col(df, "object_annotation_category")
         hierarchy = _col(df, "object_annotation_hierarchy")
@@ -207,8 +251,9 @@ def select_objects(
         outcome[pending & no_cat] = "no_category"
         # The class is looked up for every labelled row, so that the ledger can
         # account per class even for rows dropped for another reason.
+        cat_values, hier_values = category.to_numpy(dtype=object), hierarchy.to_numpy(dtype=object)
         for i in np.flatnonzero(~no_cat):
-            m = matcher.match(category.iat[i], hierarchy.iat[i] if hierarchy.iat[i] not in ("nan", "NaN") else "")
+            m = matcher.match(cat_values[i], hier_values[i] if hier_values[i] not in ("nan", "NaN") else "")
             if m is not None and m is not ClassMatcher.DROP:
                 class_name[i] = m
             if outcome[i] != USED:
@@ -217,43 +262,59 @@ def select_objects(
                 outcome[i] = "unmapped_category"
             elif m is ClassMatcher.DROP:
                 outcome[i] = "dropped_by_mapping"
+        id_values = object_id.to_numpy(dtype=object)
         for i in np.flatnonzero(outcome == USED):
-            oid = object_id.iat[i]
-            if oid in seen_ids:
+            oid = id_values[i]
+            if oid == "":
+                outcome[i] = "no_object_id"
+            elif is_augmented_id(oid):
+                outcome[i] = "reserved_object_id"
+            elif oid in seen_ids:
                 outcome[i] = "duplicate_object_id"
             else:
                 seen_ids.add(oid)
 
         image_ref = np.full(n, "", dtype=object)
-        candidates = np.flatnonzero(outcome == USED)
-        for i in candidates:
-            name = img_name.iat[i].strip()
-            if not name or name in ("nan", "NaN"):
-                outcome[i] = "no_image_name"
-                continue
-            try:
-                if not export.image_exists(table, name):
-                    outcome[i] = "missing_image"
+        detail = np.full(n, "", dtype=object)
+        if table_images:
+            name_values = img_name.to_numpy(dtype=object)
+            for i in np.flatnonzero(outcome == USED):
+                name = name_values[i].strip()
+                if not name or name in ("nan", "NaN"):
+                    outcome[i] = "no_image_name"
                     continue
-                image_ref[i] = export.image_ref(table, name)
-            except InputError:
-                outcome[i] = "unsafe_image_path"
-        if check_images:
-            todo = [i for i in np.flatnonzero(outcome == USED)]
-
-            def check(i):
                 try:
-                    data = export.read_image_by_ref(image_ref[i])
-                except InputError:
-                    return "missing_image"
-                return verify_image(data, image_ref[i], max_pixels)
+                    image_ref[i] = export.image_ref(table, name)
+                except InputError as e:
+                    outcome[i], detail[i] = "unsafe_image_path", e.problem
+                    continue
+                need.setdefault(image_ref[i], []).append((t_no, int(i)))
+        parts.append((table, outcome, class_name, image_ref, detail, object_id, img_name, status, category))
 
-            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-                for i, reason in zip(todo, pool.map(check, todo)):
-                    if reason:
-                        outcome[i] = reason
+    checks = {}
+    image_key = [np.full(len(p[0].df), "", dtype=object) for p in parts]
+    if need:
+        params = CheckParams(max_pixels=max_pixels, max_bytes=max_bytes, bottom_crop=bottom_crop,
+                             threshold=threshold, polarity=polarity)
+        cache = CheckCache(cache_dir, export.path, params)
+        if check_images:
+            checks = run_checks(export, list(need), params, cache, threads=threads)
+            cache.save(list(checks.values()))
+        else:
+            checks = _exist_checks(export, list(need), max_bytes)
+        for ref, rows in need.items():
+            c = checks[ref]
+            for t_no, i in rows:
+                image_key[t_no][i] = c.key
+                if c.outcome != "ok":
+                    parts[t_no][1][i] = c.outcome
+                    parts[t_no][4][i] = c.detail
 
-        ledger = pd.DataFrame({
+    ledgers, objects = [], []
+    for (table, outcome, class_name, image_ref, detail, object_id, img_name, status, category), keys in zip(parts,
+                                                                                                           image_key):
+        df = table.df
+        ledgers.append(pd.DataFrame({
             "source": table.source,
             "line": table.lines,
             "object_id": object_id.to_numpy(),
@@ -262,19 +323,20 @@ def select_objects(
             "category": category.to_numpy(),
             "class_name": class_name,
             "outcome": outcome,
-        })
-        ledgers.append(ledger)
+            "detail": detail,
+        }, columns=LEDGER_COLUMNS))
         used = outcome == USED
         if used.any():
-            obj = df.loc[used].copy()
-            obj.insert(0, "line", np.asarray(table.lines)[used])
-            obj.insert(0, "source", table.source)
-            obj.insert(0, "image_ref", image_ref[used])
-            obj.insert(0, "category", category[used].to_numpy())
-            obj.insert(0, "class_name", class_name[used])
-            if "object_id" in obj.columns:
-                obj = obj.drop(columns=["object_id"])
-            obj.insert(0, "object_id", object_id[used].to_numpy())
+            clash = [c for c in FIXED_COLUMNS if c in df.columns and c != "object_id"]
+            if clash:
+                log.warning("%s: column(s) %s have the names of the objects table's own columns: left out of it",
+                            table.source, clash)
+            obj = df.loc[used].drop(columns=[c for c in FIXED_COLUMNS if c in df.columns])
+            for name, values in (("line", np.asarray(table.lines)[used]), ("source", table.source),
+                                 ("image_key", keys[used]), ("image_ref", image_ref[used]),
+                                 ("category", category[used].to_numpy()), ("class_name", class_name[used]),
+                                 ("object_id", object_id[used].to_numpy())):
+                obj.insert(0, name, values)
             objects.append(obj)
 
     ledger = pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame(columns=LEDGER_COLUMNS)
@@ -286,9 +348,36 @@ def select_objects(
     else:
         objects_df = pd.DataFrame(columns=FIXED_COLUMNS)
     objects_df = objects_df.sort_values(["class_name", "object_id"], kind="stable").reset_index(drop=True)
-    sel = Selection(objects_df, ledger)
+    sel = Selection(objects_df, ledger, checks)
     _log_summary(sel, classes)
+    if checks and check_images:
+        from .manifest import polarity_evidence
+
+        ev = polarity_evidence(checks.values(), polarity)
+        (log.warning if ev.contradicts else log.info)("%s", ev.sentence())
     return sel
+
+
+def _exist_checks(export: Export, refs, max_bytes: int) -> dict:
+    """Checks of the files only (there, a regular file, within ``max_bytes``): nothing read or decoded."""
+    from .ecotaxa import ImageMissing, ImageRefused, UnsafePath
+    from .manifest import ImageCheck
+
+    out = {}
+    for ref in refs:
+        c = out[ref] = ImageCheck(ref=ref)
+        try:
+            info = export.image_info(ref, max_bytes=max_bytes)
+            c.size, c.stamp = info.size, info.stamp
+        except ImageMissing:
+            c.outcome, c.detail = "missing_image", "not in the export"
+        except UnsafePath as e:
+            c.outcome, c.detail = "unsafe_image_path", e.problem
+        except ImageRefused as e:
+            c.outcome, c.detail = e.reason, e.problem
+        except InputError as e:
+            c.outcome, c.detail = "unreadable_image", e.problem
+    return out
 
 
 # Reasons that concern many rows by design (the selection itself); the others are problems of the
@@ -306,8 +395,8 @@ def _log_summary(sel: Selection, classes) -> None:
     for outcome in [r for r in REASONS if r in counts and r not in _SELECTION_REASONS]:
         rows = sel.ledger[sel.ledger["outcome"] == outcome]
         for r in rows.head(_EXAMPLES).itertuples():
-            log.warning("%s, row %s: object %s, image %r: dropped as %s (%s)", r.source, r.line, r.object_id,
-                        r.img_file_name, outcome, REASONS[outcome])
+            log.warning("%s, row %s: object %s, image %r: dropped as %s (%s)%s", r.source, r.line, r.object_id,
+                        r.img_file_name, outcome, REASONS[outcome], f": {r.detail}" if r.detail else "")
         if len(rows) > _EXAMPLES:
             log.warning("... and %d more row(s) dropped as %s: see the ledger", len(rows) - _EXAMPLES, outcome)
     per_class = sel.objects["class_name"].value_counts()

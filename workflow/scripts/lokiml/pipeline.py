@@ -5,11 +5,14 @@ One function per rule; the rule's script only unpacks the ``snakemake`` object.
 
 from __future__ import annotations
 
+import functools
+import html
 import logging
 
 import numpy as np
 import pandas as pd
 
+from . import memory
 from .balance import balance
 from .ecotaxa import open_export
 from .errors import InputError
@@ -23,15 +26,28 @@ log = logging.getLogger(__name__)
 
 
 def read_export(export_path, objects_out, ledger_out, classes, statuses=("validated",), mapping_path=None,
-                img_rank=0, max_pixels=100_000_000, threads=1):
+                img_rank=0, max_pixels=100_000_000, threads=1, manifest_out=None, max_bytes=100_000_000,
+                threshold=245, polarity="dark", bottom_crop=0.0, images=True, state="none", cache_dir=None,
+                mem_mb=None):
+    """Rule read_export: the objects table, the ledger of every row, and the image manifest.
+
+    ``state``: the :func:`lokiml.manifest.export_state` token the workflow gave this run (recorded
+    in the manifest, so that an unchanged export gives the same token and reruns nothing).
+    """
+    from .manifest import file_rows, write_manifest
+
     mapping = read_mapping(mapping_path, classes) if mapping_path else None
     with open_export(export_path) as export:
         log.info("export %s: %d table(s)", export_path, len(export.tables))
+        memory.set_budget(mem_mb)  # after the tables are parsed: images get what is left
         sel = select_objects(export, classes, statuses=statuses, mapping=mapping, img_rank=img_rank,
-                             max_pixels=max_pixels, threads=threads)
-    assert len(sel.ledger) == sum(1 for _ in sel.ledger.itertuples()), "ledger rows"
+                             max_pixels=max_pixels, threads=threads, max_bytes=max_bytes, threshold=threshold,
+                             polarity=polarity, bottom_crop=bottom_crop, cache_dir=cache_dir, images=images)
+        files = file_rows(export)
     write_tsv(objects_out, sel.objects)
     write_tsv(ledger_out, sel.ledger)
+    if manifest_out:
+        write_manifest(manifest_out, files + list(sel.checks.values()), state=state)
     return sel
 
 
@@ -45,26 +61,28 @@ def balance_classes(objects_path, balanced_out, classes, cap=1000, augment=True,
 
 
 def split_dataset(balanced_path, objects_path, split_out, train=0.6, valid=0.2, test=0.2, seed=3,
-                  group_by=None, holdout=None):
+                  group_by=None, holdout=None, exact_shares=False):
     balanced = read_tsv(balanced_path)
     objects = read_tsv(objects_path)
     out = split_items(balanced, objects, train=train, valid=valid, test=test, seed=seed, group_by=group_by,
-                      holdout=dict(holdout) if holdout else None, source=str(balanced_path))
+                      holdout=dict(holdout) if holdout else None, source=str(balanced_path),
+                      exact_shares=exact_shares)
     write_tsv(split_out, out, float_format="%.4f")
     return out
 
 
 def normalise_images(export_path, balanced_path, out_npy, out_index, size, shard, shards, threshold=245,
                      polarity="dark", bottom_crop=0.0, max_pixels=100_000_000, threads=1, cache_dir=None,
-                     canvas=None):
+                     max_bytes=100_000_000, mem_mb=None, canvas=None):
     balanced = read_tsv(balanced_path)
+    memory.set_budget(mem_mb)
     mine = balanced[[shard_of(i, shards) == shard for i in balanced["item_id"]]]
     log.info("shard %d/%d at %d px: %d of %d items", shard, shards, size, len(mine), len(balanced))
     params = NormParams(size=size, threshold=threshold, polarity=polarity, bottom_crop=bottom_crop,
                         max_pixels=max_pixels, canvas=int(canvas) if canvas else None)
     with open_export(export_path) as export:
-        return normalise_shard(mine, export.read_image_by_ref, params, out_npy, out_index, threads=threads,
-                               cache_dir=cache_dir)
+        return normalise_shard(mine, functools.partial(export.read_image_by_ref, max_bytes=max_bytes), params,
+                               out_npy, out_index, threads=threads, cache_dir=cache_dir)
 
 
 NO_CLASS = "(no class)"
@@ -126,7 +144,46 @@ def accounting(ledger: pd.DataFrame, split: pd.DataFrame, classes, source: str =
     return table.reset_index(drop=True)
 
 
-def accounting_html(table: pd.DataFrame) -> str:
+#: How a normalisation failure (the status of a store's index) is counted in the accounting.
+_STORE_REASONS = {"truncated_image": "unreadable_image", "empty_image": "unreadable_image"}
+
+
+def store_failures(ledger: pd.DataFrame, split: pd.DataFrame, store_status: pd.DataFrame | None) -> pd.DataFrame:
+    """The ledger, with objects whose image normalisation could not use counted as dropped, by its reason.
+
+    read_export checks every image as normalisation reads it, so this does not happen unless an image
+    changed between the two; should it, training leaves the object out, and so does the accounting:
+    ledger (as read), accounting and training then agree on the objects that were used.
+    ``store_status``: item_id and status of every item of the image stores (any image size).
+    """
+    if store_status is None or store_status.empty:
+        return ledger
+    originals = split.loc[split["augmented"].astype(int) == 0, ["item_id", "object_id"]]
+    st = store_status[store_status["status"] != "ok"]
+    bad = originals.merge(st, on="item_id")
+    if bad.empty:
+        return ledger
+    reason = {}
+    for oid, status in zip(bad["object_id"], bad["status"]):
+        r = str(status).split(":", 1)[0]
+        r = _STORE_REASONS.get(r, r)
+        reason.setdefault(oid, r if r in REASONS else "unreadable_image")
+    ledger = ledger.copy()
+    hit = (ledger["outcome"] == USED) & ledger["object_id"].isin(reason)
+    ledger.loc[hit, "outcome"] = ledger.loc[hit, "object_id"].map(reason)
+    log.warning("%d object(s) that read_export used could not be normalised (their image changed since it was read?): "
+                "counted as dropped, as training leaves them out; run the workflow again to read them anew: %s",
+                len(reason), ", ".join(f"{o} ({r})" for o, r in list(reason.items())[:5]))
+    return ledger
+
+
+def read_store_status(indexes) -> pd.DataFrame:
+    """item_id and status of every item of the given store indexes (shard .tsv files)."""
+    frames = [read_tsv(p, usecols=["item_id", "status"]) for p in indexes]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["item_id", "status"])
+
+
+def accounting_html(table: pd.DataFrame, notes: list[str] | None = None) -> str:
     """The accounting table as an HTML page for the report, every column explained."""
     from .evaluate import html_page, html_table
 
@@ -146,26 +203,41 @@ def accounting_html(table: pd.DataFrame) -> str:
             'or test split; "dropped: capped by balance" the usable objects that balance.cap left out. Hover '
             'over a column name for its meaning; results/data/ledger.tsv says what happened to every single '
             'row, and results/data/accounting.tsv holds this table.</p>')
+    for note in notes or []:
+        body += f'<p class="note">{html.escape(note)}</p>'
     return html_page("Data: accounting of every row of the export",
                      body + html_table(table, headers=heads, total_rows=("TOTAL",), labels=labels))
 
 
 def summarise_data(ledger_path, objects_path, split_path, summary_out, classes, accounting_out=None,
-                   accounting_html_out=None):
+                   accounting_html_out=None, manifest_path=None, store_indexes=(), polarity="dark"):
     """Per class: rows in the export, used, dropped by reason, kept after balancing, augmented, per split.
 
     Rows that map to no configured class are counted under '(no class)'. The
     last row holds the totals; ``export_rows`` = ``used`` + the ``dropped_*`` columns.
     With ``accounting_out`` (and ``accounting_html_out``), also the :func:`accounting` table.
+    ``store_indexes``: the image stores' indexes, so that an object training cannot use is not
+    counted as used (:func:`store_failures`). ``manifest_path``: the image manifest, for the
+    evidence on the images' polarity (logged, and on the accounting page).
     """
     ledger = read_tsv(ledger_path)
     split = read_tsv(split_path)
+    ledger = store_failures(ledger, split, read_store_status(store_indexes) if store_indexes else None)
+    notes = []
+    if manifest_path:
+        from .manifest import polarity_evidence, read_manifest
+
+        _, rows = read_manifest(manifest_path)
+        if rows:
+            ev = polarity_evidence(rows, polarity)
+            notes.append("Images: " + ev.sentence() + ".")
+            (log.warning if ev.contradicts else log.info)("%s", ev.sentence())
     if accounting_out or accounting_html_out:
         acc = accounting(ledger, split, classes, source=str(split_path))
         if accounting_out:
             write_tsv(accounting_out, acc)
         if accounting_html_out:
-            write_text(accounting_html_out, accounting_html(acc))
+            write_text(accounting_html_out, accounting_html(acc, notes))
         for line in acc.to_string(index=False).splitlines():
             log.info("%s", line)
     ledger["class_name"] = ledger["class_name"].replace("", "(no class)")
