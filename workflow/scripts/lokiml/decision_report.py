@@ -209,11 +209,12 @@ def plot_precision_recall(valid_curves, test_curves, table: pd.DataFrame, path, 
         handles = [plt.Line2D([], [], color="#4c72b0", label="validation (thresholds chosen here)"),
                    plt.Line2D([], [], color="#55a868", label="test, at natural proportions"),
                    plt.Line2D([], [], color="#c44e52", linestyle="--", label="target precision"),
-                   plt.Line2D([], [], marker="o", linestyle="", color="#4c72b0", label="chosen threshold")]
-        fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, -0.01))
+                   plt.Line2D([], [], marker="o", linestyle="", color="#4c72b0", label="chosen threshold"),
+                   plt.Line2D([], [], marker="D", linestyle="", color="#55a868", label="the same threshold on test")]
+        fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.01))
         if title:
             fig.suptitle(title)
-        fig.tight_layout(rect=(0, 0.04, 1, 1))
+        fig.tight_layout(rect=(0, 0.07 if rows == 1 else 0.05, 1, 1))
         save_figure(fig, path)
 
 

@@ -336,14 +336,21 @@ def node_thresholds(scored: Scored, nodes: list[Node], targets_default: float, c
     """Thresholds for the nodes, chosen on the objects of ``scored`` that no class threshold trusts.
 
     An object counts as right for a node when its true lineage (``scored.lineages``) holds the node.
+    Of nodes over the same classes, one whose right objects are those of a deeper one is left out: same
+    score, same truth, same threshold (``Hexanauplia`` and ``Multicrustacea`` above ``Copepoda``).
     """
     if scored.lineages is None:
         return nodes
     left = ~class_trusted
     out = []
-    for node in nodes:
+    kept: dict[tuple, list] = {}
+    for node in nodes:  # deepest first among nodes over the same classes
         score = scored.probs[:, node.members].sum(axis=1) if len(scored.probs) else np.zeros(0)
         positive = np.array([node.name in lin for lin in scored.lineages], dtype=bool)
+        same = kept.setdefault(tuple(node.members), [])
+        if any(np.array_equal(positive, other) for other in same):
+            continue
+        same.append(positive)
         curve = trust_curve(positive, score, np.where(left, scored.weight, 0.0), left)
         k = choose_threshold(curve, targets_default, confidence)
         out.append(Node(node.name, node.members, node.depth,
