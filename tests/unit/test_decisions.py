@@ -177,6 +177,10 @@ def test_correctness_model_is_monotone_and_orders_the_review():
     share = np.array([0.5, 0.5, 0.4, 0.01, 0.5])
     order = dc.review_order(trusted, p_right, share, ["a", "b", "c", "d", "e"])
     assert order.tolist() == [4, 3, 2, 1, 0]
+    # on a plateau of the correctness model, the least confident first, before the rarer class
+    order = dc.review_order(trusted, p_right, share, ["a", "b", "c", "d", "e"],
+                            score=np.array([0.9, 0.9, 0.4, 0.6, 0.3]))
+    assert order.tolist() == [4, 2, 3, 1, 0]
 
 
 def test_decision_rule_round_trip_and_apply(tmp_path):

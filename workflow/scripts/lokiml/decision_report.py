@@ -24,7 +24,6 @@ What is measured where (the page ``decisions.html`` says it too):
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import re
@@ -50,6 +49,7 @@ OUTPUTS = {
     "open_set_fig": "open_set.svg",
 }
 CONFIDENT = (0.5, 0.9)  # top probabilities reported for the unknowns
+FEW_OBJECTS = 30  # a threshold resting on fewer trusted validation objects is flagged as uncertain
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,8 +178,8 @@ def plot_precision_recall(valid_curves, test_curves, table: pd.DataFrame, path, 
     cols = min(4, max(n, 1))
     rows = math.ceil(n / cols) if n else 1
     with plt.rc_context(FIGURE_STYLE):
-        fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.9 * rows + 0.6), squeeze=False,
-                                 sharex=True, sharey=True)
+        height = 2.9 * rows + 1.0
+        fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, height), squeeze=False, sharex=True, sharey=True)
         for ax in axes.ravel()[n:]:
             ax.axis("off")
         for k, (ax, (_, row)) in enumerate(zip(axes.ravel(), table.iterrows())):
@@ -214,7 +214,7 @@ def plot_precision_recall(valid_curves, test_curves, table: pd.DataFrame, path, 
         fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.01))
         if title:
             fig.suptitle(title)
-        fig.tight_layout(rect=(0, 0.07 if rows == 1 else 0.05, 1, 1))
+        fig.tight_layout(rect=(0, 0.75 / height, 1, 1))
         save_figure(fig, path)
 
 
@@ -291,6 +291,14 @@ def write_page(path, experiment: str, facts: dict, thresholds: pd.DataFrame, nat
     if never:
         body += _notes(f"Cannot reach the target on the validation split, never trusted (all to check): "
                        f"{', '.join(never)}.")
+    few = thresholds[(thresholds["reachable"] == 1) & (thresholds["valid_trusted"] < FEW_OBJECTS)]
+    if len(few):
+        body += _notes(f"Uncertain: the thresholds of {', '.join(few['class_name'])} rest on fewer than "
+                       f"{FEW_OBJECTS} trusted validation objects each ("
+                       + ", ".join(f"{r.class_name}: {r.valid_trusted}" for r in few.itertuples())
+                       + "); a precision seen on so few objects is a rough estimate. Set decisions.confidence "
+                       "(e.g. 0.9) to trust a class only when its validation objects show the target with that "
+                       "confidence, or raise balance.cap for larger validation splits.")
     if len(missed):
         body += _notes("Reached the target on validation but not on the test set (the estimate is uncertain with "
                        "few objects; consider a higher target or decisions.confidence): "
@@ -344,7 +352,8 @@ def write_page(path, experiment: str, facts: dict, thresholds: pd.DataFrame, nat
     o = facts["open_set"]
     if o["objects"]:
         body += _notes(
-            f"{o['objects']} objects of categories that map to no class (test half; {o['calibration']} more were "
+            f"{o['objects']} object{'s' if o['objects'] != 1 else ''} of categories that map to no class (test "
+            f"half; {o['calibration']} more were "
             f"used with the validation split to choose the thresholds). The classifier must give each a wrong "
             f"class: {o['top_at_least_0.5']} get a probability of at least 0.5, {o['top_at_least_0.9']} at least "
             f"0.9; {o['trusted']} ({_pct(o['trusted_share'])}) pass their class's threshold and would be wrongly "
@@ -463,6 +472,9 @@ def evaluate_decisions(classes_path, valid_predictions, valid_probabilities, tes
         if not row.reachable:
             log.warning("class %s: no threshold reaches precision %.3f on the validation split: never trusted",
                         row.class_name, row.target_precision)
+        elif row.valid_trusted < FEW_OBJECTS:
+            log.warning("class %s: its threshold %.3f rests on %d trusted validation objects only (uncertain; "
+                        "see decisions.confidence)", row.class_name, row.threshold, row.valid_trusted)
     log.info("thresholds: %d of %d classes can be trusted; on the natural test set %.1f%% of the objects are "
              "trusted at a precision of %.3f", int(table["reachable"].sum()), n_cls,
              100 * trust_test["trusted_share"], trust_test["precision"])
@@ -585,8 +597,7 @@ def evaluate_decisions(classes_path, valid_predictions, valid_probabilities, tes
                  o["objects"], o["top_at_least_0.5"], o["top_at_least_0.9"], o["trusted"], auc)
 
     # the figures and the page
-    test_table = table.copy()
-    plot_precision_recall(valid_curves, test_curves, test_table, outputs["curves"],
+    plot_precision_recall(valid_curves, test_curves, table, outputs["curves"],
                           title=f"{experiment}: precision and recall of the trusted objects per class")
     target_text = (f"{100 * target_precision:.0f} %" if not class_precision else
                    f"{100 * target_precision:.0f} %, per class where set")

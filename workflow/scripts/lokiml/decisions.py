@@ -418,15 +418,19 @@ def p_correct(model: dict, classes, pred: np.ndarray, score: np.ndarray) -> np.n
     return out
 
 
-def review_order(trusted: np.ndarray, p_right: np.ndarray, class_share: np.ndarray, object_ids) -> np.ndarray:
+def review_order(trusted: np.ndarray, p_right: np.ndarray, class_share: np.ndarray, object_ids,
+                 score: np.ndarray | None = None) -> np.ndarray:
     """The order in which a person should look at the objects (a permutation; first = most worth a look).
 
-    Objects to check come before trusted ones; among each, the least likely right first (``p_right``),
-    then those predicted as the rarer class (``class_share``: the predicted class's share of the export),
-    then by object id, so the order is stable.
+    Objects to check come before trusted ones; among each, the least likely right first (``p_right``; the
+    isotonic model is a step function, so many share a value), then the least confident (``score``, the
+    probability of the predicted class), then those predicted as the rarer class (``class_share``: the
+    predicted class's share of the export), then by object id, so the order is stable.
     """
     ids = np.asarray(list(object_ids), dtype=object)
-    return np.lexsort((ids, np.round(class_share, 9), np.round(p_right, 9), np.asarray(trusted, dtype=int)))
+    score = np.zeros(len(ids)) if score is None else np.asarray(score, dtype=float)
+    return np.lexsort((ids, np.round(class_share, 9), np.round(score, 9), np.round(p_right, 9),
+                       np.asarray(trusted, dtype=int)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,7 +506,7 @@ class DecisionRule:
         node = trusted_nodes(probs, self.nodes, trusted) if n else np.zeros(0, dtype=object)
         p_right = p_correct(self.correctness, self.classes, pred, score)
         share = np.asarray(self.class_share, dtype=float)[pred] if n else np.zeros(0)
-        order = review_order(trusted, p_right, share, object_ids)
+        order = review_order(trusted, p_right, share, object_ids, score)
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(1, n + 1)
         return {"pred": pred, "score": score, "trusted": trusted, "node": node, "p_correct": p_right,

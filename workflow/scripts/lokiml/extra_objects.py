@@ -136,6 +136,11 @@ def _unknown_rows(export_path, ledger: pd.DataFrame, known_ids: set) -> tuple[pd
             df["reason"] = [keys[(table.source, int(line))] for line in lines[hit]]
             frames.append(df[np.asarray(keep, dtype=bool)])
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FIXED)
+    found = len(rows) + sum(skipped.values())
+    if found < len(wanted):  # the export is not the one the ledger was made from
+        skipped["not_in_export"] = len(wanted) - found
+        log.warning("%d row(s) of the ledger are not in %s any more: rerun read_export", len(wanted) - found,
+                    export_path)
     rows["object_id"] = rows["object_id"].astype(str).str.strip()
     rows["category"] = rows.get("object_annotation_category", pd.Series("", index=rows.index)).astype(str)
     rows["hierarchy"] = rows.get("object_annotation_hierarchy", pd.Series("", index=rows.index)).astype(str) \

@@ -1,32 +1,42 @@
-"""Prediction: classify new images with a trained experiment and write an EcoTaxa import bundle.
+"""Prediction: classify new objects with a trained experiment of any kind and write an EcoTaxa import bundle.
 
 Two steps:
 
 * :func:`record_normalisation` (rule ``record_normalisation``) writes
-  ``results/experiments/{exp}/normalisation.json`` next to the model: how the
-  training images were normalised (image size, threshold, polarity,
-  bottom_crop, max_pixels, img_rank), the classes in label order with the
-  EcoTaxa name each one is written back as, and the SHA-1 of the model file it
-  belongs to. Prediction reads only that file and the model, never the current
-  config's normalisation keys, so a model stays usable after the config changed.
+  ``results/experiments/{exp}/normalisation.json`` next to the model: the kind
+  of experiment (cnn, descriptors, deep_features), how the training images were
+  normalised (image size, threshold, polarity, bottom_crop, max_pixels,
+  img_rank; a deep_features experiment: its CNN's), the descriptor columns a
+  descriptors or deep_features experiment reads, the classes in label order
+  with the EcoTaxa name each one is written back as, and the SHA-1 of the model
+  file(s) it belongs to. Prediction reads only that file and the model, never
+  the current config's normalisation keys, so a model stays usable after the
+  config changed.
 * :func:`predict_job` (rule ``predict_images``) reads an EcoTaxa export /
-  import table (.tsv/.txt, folder, .zip) or a plain folder of images,
-  normalises every image exactly as training did (:func:`lokiml.store.normalise_item`),
-  predicts in batches while the next chunk is decoded by a thread pool (memory
-  is bounded by the chunk size, not the number of images), and writes:
+  import table (.tsv/.txt, folder, .zip) or a plain folder of images, has the
+  experiment's predictor (:mod:`lokiml.predictors`: images normalised exactly as
+  training did, descriptor columns of the table, or both) classify them a chunk
+  at a time while the next chunk is read by a thread pool (memory is bounded by
+  the chunk size, not the number of objects), decides for each object whether
+  its prediction is trusted or to check (:mod:`lokiml.decisions`, the
+  experiment's ``decisions.json``), sorts the objects for the validation
+  session (the most worth a look first), and writes:
 
   - ``ecotaxa_{name}.tsv``: an EcoTaxa import table (header, ``[t]``/``[f]``
     type row): img_file_name, object_id, object_annotation_category,
     object_annotation_status (``predicted``; objects whose status is in
     ``statuses_to_keep`` keep their category and status; objects below the
     threshold are left without category and status), object_score (the top
-    probability) and one ``object_prob_<class>`` column per class;
+    probability), the decision columns (:data:`DECISION_COLUMNS`), the input's
+    other columns and one ``object_prob_<class>`` column per class;
   - ``ecotaxa_{name}.zip``: that table and its images, ready to upload;
+  - ``trusted.tsv`` and ``to_check.tsv``: the objects of each decision, in review order;
   - ``top3.csv``: object_id with the three most probable classes;
   - ``summary.json``: every object accounted for (predicted, below threshold,
     kept, unreadable, missing image, missing object_id, other image rank,
-    duplicate), the input columns not carried over and why, and the accuracy on
-    objects that already carry a validated label.
+    duplicate, trusted, to check), the thresholds used, the input columns not
+    carried over and why, and the accuracy on objects that already carry a
+    validated label.
 
 The table is written so that EcoTaxa accepts it: UTF-8 with a BOM (without one,
 EcoTaxa reads Latin-1), input columns EcoTaxa would refuse left out (named in the
