@@ -88,10 +88,12 @@ def test_round_trip_on_the_demo_export(predicted):
     assert summary["decisions"]["thresholds"] == rules["thresholds"]
 
 
-def test_a_descriptors_experiment_predicts_too(predicted):
+def test_a_descriptors_experiment_predicts_too(predicted, tmp_path):
     """Prediction works with every kind of experiment: a descriptors experiment classifies the same table
-    from its object_* columns."""
-    wd, truth, args = predicted
+    from its object_* columns. (In a copy: its experiment would change the shared run's leaderboard.)"""
+    shared, truth, args = predicted
+    wd = tmp_path / "wd"
+    shutil.copytree(shared, wd, symlinks=True)
     extra = wd / "predict_desc.yaml"
     extra.write_text("experiments:\n  tiny_desc:\n    kind: descriptors\n    param_grid: {n_estimators: [30]}\n"
                      "predict:\n  demo_desc:\n    input: unlabelled\n    experiment: tiny_desc\n")

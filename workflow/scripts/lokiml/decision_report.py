@@ -188,7 +188,9 @@ def plot_precision_recall(valid_curves, test_curves, table: pd.DataFrame, path, 
             for curve, colour, label in ((valid_curves[k], "#4c72b0", "validation"),
                                          (test_curves[k], "#55a868", "test (natural)")):
                 if len(curve.thresholds):
-                    ax.step(curve.recall, curve.precision, where="post", color=colour, linewidth=1.3, label=label)
+                    keep = _thin(len(curve.recall))
+                    ax.step(curve.recall[keep], curve.precision[keep], where="post", color=colour, linewidth=1.3,
+                            label=label)
             t = row["threshold"]
             if np.isfinite(t):
                 ax.plot([row["valid_recall"]], [row["valid_precision"]], "o", color="#4c72b0", markersize=6)
@@ -216,6 +218,14 @@ def plot_precision_recall(valid_curves, test_curves, table: pd.DataFrame, path, 
             fig.suptitle(title)
         fig.tight_layout(rect=(0, 0.75 / height, 1, 1))
         save_figure(fig, path)
+
+
+def _thin(n: int, most: int = 400) -> np.ndarray:
+    """Indices of at most ``most`` points of a curve of ``n`` (its ends kept): a figure of 100 000 steps per
+    class would be megabytes of SVG and look the same."""
+    if n <= most:
+        return np.arange(n)
+    return np.unique(np.r_[np.linspace(0, n - 1, most).round().astype(int), n - 1])
 
 
 def plot_open_set(known_score, known_weight, unknown_score, unknown_trusted, path, title: str = "") -> None:
@@ -429,12 +439,19 @@ def evaluate_decisions(classes_path, valid_predictions, valid_probabilities, tes
     calib = is_unknown & (extra_t["half"] == "calibration").to_numpy()
     test_unk = is_unknown & (extra_t["half"] == "test").to_numpy() & in_pop
 
+    lineage_sets: dict[tuple, set] = {}  # one set per distinct (category, hierarchy), shared by its objects
+
+    def lineage_set(category, hierarchy):
+        key = (category, hierarchy)
+        if key not in lineage_sets:
+            lineage_sets[key] = set(dc.lineage_of(category, hierarchy))
+        return lineage_sets[key]
+
     def unknowns(mask, origin):
         sub = extra_t[mask]
+        sets = [lineage_set(c, h) for c, h in zip(sub["category"], sub["hierarchy"])]
         return dc.Scored(sub["object_id"].to_numpy(), np.full(len(sub), dc.UNKNOWN), extra_p[mask],
-                         np.ones(len(sub)), [set(dc.lineage_of(c, h)) for c, h in zip(sub["category"],
-                                                                                      sub["hierarchy"])],
-                         np.full(len(sub), origin, dtype=object))
+                         np.ones(len(sub)), sets, np.full(len(sub), origin, dtype=object))
 
     # Validation (+ calibration unknowns), weighted to the export's proportions: where thresholds are chosen.
     valid = dc.Scored.concat([known(valid_t, valid_p, "valid", str(valid_predictions)), unknowns(calib, "unknown")])
@@ -490,7 +507,7 @@ def evaluate_decisions(classes_path, valid_predictions, valid_probabilities, tes
     node_rows = []
     for nd in nodes:
         got = test_node == nd.name
-        right = got & np.array([nd.name in lin for lin in test.lineages], dtype=bool)
+        right = got & dc.holds_node(nd.name, test.lineages)
         w = test.weight
         node_rows.append({"node": nd.name, "classes": ", ".join(classes[k] for k in nd.members),
                           "threshold": float("nan") if nd.threshold is None else nd.threshold,

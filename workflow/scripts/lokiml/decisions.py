@@ -284,20 +284,34 @@ def class_lineages(objects: pd.DataFrame, classes) -> dict[str, list[str]]:
     A class whose objects carry no lineage gets ``[class]``.
     """
     out = {}
-    hier = objects["object_annotation_hierarchy"] if "object_annotation_hierarchy" in objects.columns else None
+    frame = pd.DataFrame({
+        "class_name": objects["class_name"].astype(str), "category": objects["category"].astype(str),
+        "hierarchy": objects["object_annotation_hierarchy"].astype(str).replace({"nan": "", "NaN": ""})
+        if "object_annotation_hierarchy" in objects.columns else ""})
+    # one lineage per distinct (class, category, hierarchy): a million objects hold a few hundred of them
+    distinct = frame.value_counts(sort=False).reset_index(name="n")
     for c in classes:
-        sel = objects["class_name"] == c
         counts: dict[tuple, int] = {}
-        cats = objects.loc[sel, "category"].astype(str)
-        hs = hier[sel].astype(str) if hier is not None else pd.Series("", index=cats.index)
-        for cat, h in zip(cats, hs):
-            nodes = lineage_of(cat, "" if h.lower() == "nan" else h)
-            if c in nodes:
-                nodes = nodes[:nodes.index(c) + 1]
-            else:
-                nodes = nodes + [c]
-            counts[tuple(nodes)] = counts.get(tuple(nodes), 0) + 1
+        for cat, h, n in distinct.loc[distinct["class_name"] == c, ["category", "hierarchy", "n"]].itertuples(
+                index=False):
+            nodes = lineage_of(cat, h)
+            nodes = nodes[:nodes.index(c) + 1] if c in nodes else nodes + [c]
+            counts[tuple(nodes)] = counts.get(tuple(nodes), 0) + int(n)
         out[c] = list(max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]) if counts else [c]
+    return out
+
+
+def holds_node(name: str, lineages: list) -> np.ndarray:
+    """Per object, whether its lineage (a set of node names) holds ``name``; each distinct set is looked at
+    once (objects of a class share their class's set)."""
+    seen: dict[int, bool] = {}
+    out = np.empty(len(lineages), dtype=bool)
+    for i, lin in enumerate(lineages):
+        key = id(lin)
+        hit = seen.get(key)
+        if hit is None:
+            hit = seen[key] = name in lin
+        out[i] = hit
     return out
 
 
@@ -346,7 +360,7 @@ def node_thresholds(scored: Scored, nodes: list[Node], targets_default: float, c
     kept: dict[tuple, list] = {}
     for node in nodes:  # deepest first among nodes over the same classes
         score = scored.probs[:, node.members].sum(axis=1) if len(scored.probs) else np.zeros(0)
-        positive = np.array([node.name in lin for lin in scored.lineages], dtype=bool)
+        positive = holds_node(node.name, scored.lineages)
         same = kept.setdefault(tuple(node.members), [])
         if any(np.array_equal(positive, other) for other in same):
             continue
