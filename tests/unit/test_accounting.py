@@ -62,7 +62,7 @@ def test_demo_export(tmp_path):
     total = acc.iloc[-1]
     for col in ("dropped_status_not_selected", "dropped_unmapped_category", "dropped_capped_by_balance"):
         assert int(total[col]) > 0, col
-    assert set(body.loc[body["class_name"] == "(no class)", "category"]) == {"Foraminifera"}
+    assert set(body.loc[body["class_name"] == "(no class)", "category"]) == {"Foraminifera", "Cyclopoida", "artefact"}
     assert list(dict.fromkeys(body["class_name"])) == [c for c in classes] + ["(no class)"]
     # the per-class summary agrees: its "used" (before balancing) = used + capped here
     summary = read_tsv(d / "summary.tsv").set_index("class_name")

@@ -60,10 +60,13 @@ def test_class_and_status_counts(demo):
     big = [n for n in DEMO_CONFIG_CLASSES if DEMO_CLASSES[n]["count"] > 60]
     small = [n for n in DEMO_CONFIG_CLASSES if DEMO_CLASSES[n]["count"] <= 40]
     assert len(big) >= 2 and len(small) >= 3
-    # The unmapped category: drawn and validated, but not a configured class.
+    # The unmapped categories (the open-set test): drawn and validated, but not configured classes. One is a
+    # copepod (lineage through Copepoda, like Calanoida), one not-living (like detritus).
     unmapped = [n for n, c in DEMO_CLASSES.items() if c.get("unmapped")]
-    assert unmapped == ["Foraminifera"] and "Foraminifera" not in DEMO_CONFIG_CLASSES
-    assert counts["Foraminifera"] == 10
+    assert unmapped == ["Foraminifera", "Cyclopoida", "artefact"] and not set(unmapped) & set(DEMO_CONFIG_CLASSES)
+    assert counts["Foraminifera"] == 10 and counts["Cyclopoida"] == 16 and counts["artefact"] == 12
+    assert ">Copepoda>" in DEMO_CLASSES["Cyclopoida"]["lineage"] and DEMO_CLASSES["artefact"]["lineage"].startswith(
+        "not-living>")
     non_validated = df[df["object_annotation_status"] != "validated"]
     assert set(non_validated["object_annotation_category"]) <= set(DEMO_CONFIG_CLASSES)
 
@@ -120,6 +123,28 @@ def test_cruises_dates_and_samples(demo):
     # A sample is one station on one day of one cruise.
     per_sample = df.groupby("sample_id")[["object_date", "object_cruise", "object_lat", "object_lon"]].nunique()
     assert (per_sample == 1).all().all() and len(per_sample) >= 10
+    # Samples hold several classes and some unmapped objects: per-sample abundances have something to count.
+    validated = df[df["object_annotation_status"] == "validated"]
+    assert validated.groupby("sample_id")["object_annotation_category"].nunique().min() >= 3
+    assert validated[~validated["object_annotation_category"].isin(DEMO_CONFIG_CLASSES)]["sample_id"].nunique() >= 10
+
+
+def test_added_categories_leave_every_other_object_unchanged(tmp_path, monkeypatch):
+    """The unmapped categories added for the open-set test come from their own random stream, after the rest:
+    every other row and image is what the export held without them (so the classes are not made easier)."""
+    import lokiml.demo as demo_module
+
+    tsv = make_demo_export(tmp_path / "with", seed=1, scale=0.2)
+    df = read(tsv)
+    added = df["object_annotation_category"].isin([n for n, c in DEMO_CLASSES.items() if c.get("added")])
+    assert added.sum() == sum(max(1, round(c["count"] * 0.2)) for c in DEMO_CLASSES.values() if c.get("added"))
+    assert added.to_numpy().nonzero()[0].min() == (~added).sum()  # they come last, numbered on
+    monkeypatch.setattr(demo_module, "DEMO_CLASSES", {n: c for n, c in DEMO_CLASSES.items() if not c.get("added")})
+    before = make_demo_export(tmp_path / "without", seed=1, scale=0.2)
+    old = read(before)
+    assert old.equals(df[~added].reset_index(drop=True))
+    for name in old["img_file_name"]:
+        assert (before.parent / name).read_bytes() == (tsv.parent / name).read_bytes(), name
 
 
 def test_descriptor_columns_are_numeric_and_plausible(demo):

@@ -296,7 +296,7 @@ def test_a_class_absent_from_training_gets_probability_zero():
 def _outputs(root):
     ext = {"predictions": "tsv", "metrics": "json", "report": "tsv", "report_html": "html",
            "confusion_counts": "tsv", "confusion_normalised": "tsv", "confusion_counts_fig": "svg",
-           "confusion_normalised_fig": "svg", "reliability": "svg", "mistakes": "jpg"}
+           "confusion_normalised_fig": "svg", "reliability": "svg", "mistakes": "jpg", "probabilities": "npy"}
     out = {"summary": root / "summary.txt", "summary_html": root / "summary.html",
            "curves": root / "training_curves.svg"}
     for s in ev.SPLITS:

@@ -176,7 +176,7 @@ def outputs_for(root):
              "report_html": "classification_report.html", "confusion_counts": "confusion_counts.tsv",
              "confusion_normalised": "confusion_normalised.tsv", "confusion_counts_fig": "confusion_counts.svg",
              "confusion_normalised_fig": "confusion_normalised.svg", "reliability": "reliability.svg",
-             "mistakes": "mistakes.jpg"}
+             "mistakes": "mistakes.jpg", "probabilities": "probabilities.npy"}
     assert set(names) == set(ev.SPLIT_OUTPUTS)
     for s in ev.SPLITS:
         for key, name in names.items():
@@ -243,6 +243,10 @@ def test_evaluate_experiment_numbers(tmp_path):
     assert m["top3_accuracy"] == 1.0 and m["ece"] == pytest.approx(0.3)  # all at 0.8 confidence, half right
     assert m["log_loss"] == pytest.approx(-(math.log(0.8) + math.log(0.1)) / 2, rel=1e-5)
     assert len(m["calibration_bins"]) == 15
+    # every class's probability, row for row with the predictions (lokiml.decision_report reads them)
+    probs = np.load(outs["test_probabilities"])
+    assert probs.shape == (12, 3) and np.allclose(probs.sum(axis=1), 1.0)
+    assert (np.asarray(classes)[probs.argmax(axis=1)] == test["predicted_class"].to_numpy()).all()
     rep = read(outs["test_report"])
     assert rep["class_name"].tolist() == classes + ["macro avg", "weighted avg"]
     cm = read(outs["test_confusion_counts"])

@@ -112,7 +112,8 @@ def test_threshold_kept_statuses_and_counts(tmp_path):
     summary, paths = _run(tmp_path, _export(tmp_path), threshold=0.5, chunk=2, batch_size=2)
     c = summary["counts"]
     assert c == {"rows": 6, "predicted": 2, "below_threshold": 1, "kept": 2, "unreadable": 1, "missing_image": 0,
-                 "missing_object_id": 0, "other_image_rank": 0, "duplicate_object_id": 0}
+                 "missing_object_id": 0, "other_image_rank": 0, "duplicate_object_id": 0, "trusted": 0,
+                 "to_check": 3}
     assert c["predicted"] + c["below_threshold"] + c["kept"] + c["unreadable"] == c["rows"]
     _, df = _table(paths["out_table"])
     assert df.loc["o1", "object_annotation_category"] == "Calanoida"
@@ -144,15 +145,17 @@ def test_import_table_round_trip(tmp_path):
     cols = list(t.df.columns)
     assert cols[:5] == ["img_file_name", "object_id", "object_annotation_category", "object_annotation_status",
                         "object_score"]
-    # the input's other columns are carried over with their types
-    assert cols[5:7] == ["sample_id", "object_depth_min"]
+    # the decisions (lokiml.decisions), then the input's other columns, carried over with their types
+    assert cols[5:9] == list(pr.DECISION_COLUMNS)
+    assert [t.types[c] for c in cols[5:9]] == ["[t]", "[t]", "[f]", "[f]"]
+    assert cols[9:11] == ["sample_id", "object_depth_min"]
     assert (t.types["sample_id"], t.types["object_depth_min"]) == ("[t]", "[f]")
     assert (df["sample_id"] == "st1").all() and (df["object_depth_min"] == "2.5").all()
-    assert cols[7:] == ["object_prob_Calanoida", "object_prob_detritus", "object_prob_Noctiluca"]
+    assert cols[11:] == ["object_prob_Calanoida", "object_prob_detritus", "object_prob_Noctiluca"]
     assert all(c.startswith(("object_", "img_", "sample_")) for c in cols)
     assert t.types is not None
-    assert {t.types[c] for c in [cols[4]] + cols[7:]} == {"[f]"} and {t.types[c] for c in cols[:4]} == {"[t]"}
-    probs = df[cols[7:]].astype(float)
+    assert {t.types[c] for c in [cols[4]] + cols[11:]} == {"[f]"} and {t.types[c] for c in cols[:4]} == {"[t]"}
+    probs = df[cols[11:]].astype(float)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert (probs.max(axis=1) == df["object_score"].astype(float)).all()
     top3 = pd.read_csv(paths["out_top3"])
@@ -199,13 +202,15 @@ def test_normalisation_comes_from_the_record(tmp_path, monkeypatch):
     record = _write_record(tmp_path / "rec.json", size=24, threshold=200, polarity="auto", bottom_crop=0.1,
                            max_pixels=5000)
     seen = []
-    real = pr.normalise_item
+    import lokiml.predictors as predictors
+
+    real = predictors.normalise_item
 
     def spy(data, name, p, *a, **kw):
         seen.append(p)
         return real(data, name, p, *a, **kw)
 
-    monkeypatch.setattr(pr, "normalise_item", spy)
+    monkeypatch.setattr(predictors, "normalise_item", spy)
     model = FakeModel()
     _run(tmp_path, src, record=record, model=model)
     assert {(p.size, p.threshold, p.polarity, p.bottom_crop, p.max_pixels) for p in seen} == {(24, 200, "auto", 0.1, 5000)}

@@ -37,7 +37,8 @@ def deep_run(project_root, tmp_path_factory):
 def test_only_the_deep_features_jobs_run(deep_run):
     _, before = deep_run
     assert set(before) - {"all"} == {"extract_deep_features", "train_deep_features", "estimate_deep_features",
-                                     "evaluate_deep_features", "make_leaderboard"}, before
+                                     "evaluate_deep_features", "make_leaderboard", "evaluate_decisions",
+                                     "record_normalisation"}, before
     assert before["extract_deep_features"] == 1
 
 
@@ -72,4 +73,4 @@ def test_second_run_does_nothing_and_a_grid_change_does_not_extract_again(deep_r
     (wd / "grid.yaml").write_text("experiments:\n  tiny_deep:\n    param_grid: {n_estimators: [30]}\n")
     counts = jobs_to_run(wd, *CONFIG, "grid.yaml")
     assert set(counts) - {"all"} == {"train_deep_features", "estimate_deep_features", "evaluate_deep_features",
-                                     "make_leaderboard"}, counts
+                                     "make_leaderboard", "evaluate_decisions", "record_normalisation"}, counts

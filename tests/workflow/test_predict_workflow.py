@@ -74,6 +74,46 @@ def test_round_trip_on_the_demo_export(predicted):
         assert set(z.namelist()) == {"ecotaxa_demo_unlabelled.tsv", *df["img_file_name"]}
     top3 = pd.read_csv(out / "top3.csv")
     assert len(top3) == len(df)
+    # decisions: every classified object trusted or to check, by the tiny experiment's thresholds; the lists
+    # name the same objects; the table is in review order
+    trusted = pd.read_csv(out / "trusted.tsv", sep="\t", keep_default_na=False)
+    to_check = pd.read_csv(out / "to_check.tsv", sep="\t", keep_default_na=False)
+    assert len(trusted) + len(to_check) == c["predicted"] + c["below_threshold"]
+    assert (df["object_lokiml_decision"].isin(["trusted", "to_check"])).all()
+    assert df["object_lokiml_review_rank"].astype(int).tolist() == list(range(1, len(df) + 1))
+    rules = json.loads((wd / "results" / "evaluation" / "tiny" / "decisions" / "decisions.json").read_text())
+    for row in trusted.itertuples():
+        assert rules["thresholds"][row.class_name] is not None and row.probability >= rules["thresholds"][
+            row.class_name] - 1e-6
+    assert summary["decisions"]["thresholds"] == rules["thresholds"]
+
+
+def test_a_descriptors_experiment_predicts_too(predicted, tmp_path):
+    """Prediction works with every kind of experiment: a descriptors experiment classifies the same table
+    from its object_* columns. (In a copy: its experiment would change the shared run's leaderboard.)"""
+    shared, truth, args = predicted
+    wd = tmp_path / "wd"
+    shutil.copytree(shared, wd, symlinks=True)
+    extra = wd / "predict_desc.yaml"
+    extra.write_text("experiments:\n  tiny_desc:\n    kind: descriptors\n    param_grid: {n_estimators: [30]}\n"
+                     "predict:\n  demo_desc:\n    input: unlabelled\n    experiment: tiny_desc\n")
+    more = ("--configfile", "config/config.yaml", "tiny.yaml", str(extra))
+    counts = jobs_to_run(wd, *more)
+    assert counts.get("predict_images") == 1 and "train_model" not in counts, counts
+    snakemake(wd, *more)
+    out = wd / "results" / "predictions" / "demo_desc"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "descriptors" and summary["counts"]["predicted"] == summary["counts"]["rows"]
+    with open_export(out / "ecotaxa_demo_desc.tsv") as ex:
+        (table,) = ex.tables
+        df = table.df.set_index("object_id")
+    t = truth.df.set_index("object_id")
+    names = {cl["ecotaxa_name"] for cl in json.loads(
+        (wd / "results" / "experiments" / "tiny_desc" / "normalisation.json").read_text())["classes"]}
+    known = t.index[(t["object_annotation_status"] == "validated") & t["object_annotation_category"].isin(names)]
+    agree = (df.loc[known, "object_annotation_category"] == t.loc[known, "object_annotation_category"]).mean()
+    print(f"demo round trip, descriptors: agreement {agree:.3f} on {len(known)} validated objects")
+    assert agree > 0.6  # the demo's descriptors separate its classes well
 
 
 def test_second_prediction_run_does_nothing(predicted):

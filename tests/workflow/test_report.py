@@ -21,6 +21,8 @@ pytestmark = pytest.mark.workflow
 EXPERIMENT = "tiny"  # tests/workflow/tiny.yaml
 SPLIT_ENTRIES = {"predictions.tsv", "classification_report.html", "confusion_counts.svg", "confusion_normalised.svg",
                  "reliability.svg", "mistakes.jpg"}
+DECISION_ENTRIES = {"decisions.html", "thresholds.tsv", "precision_recall.svg", "natural_confusion.svg",
+                    "abundance.tsv", "abundance.svg", "open_set.svg"}
 DATA_ENTRIES = {"summary.html", "objects_per_class.svg", "dropped_rows.svg", "split_sizes.svg", "accounting.html",
                 "accounting.tsv", "class_gallery.jpg"}
 DATA, LEADERBOARD = "2. Data", "1. Leaderboard"  # numbered: the report's menu lists categories alphabetically
@@ -57,7 +59,9 @@ def test_report_builds_with_the_workflow_description(report):
 def test_report_categories_per_experiment(report):
     _, _, results, categories = report
     assert {DATA, LEADERBOARD, EXPERIMENT} <= set(categories)
-    assert set(categories[EXPERIMENT]) == {"summary", "training", "test", "valid"}
+    assert set(categories[EXPERIMENT]) == {"summary", "training", "test", "valid", "decisions"}
+    decisions = {p.rsplit("/", 1)[-1] for p in categories[EXPERIMENT]["decisions"]}
+    assert decisions == DECISION_ENTRIES, decisions
     for split in ("test", "valid"):
         names = {p.rsplit("/", 1)[-1] for p in categories[EXPERIMENT][split]}
         assert names == SPLIT_ENTRIES, (split, names)
@@ -102,6 +106,10 @@ def test_report_tables_hold_the_numbers(report):
     assert "TOTAL" in accounting and "capped by balance" in accounting and all(c in accounting for c in classes)
     board = _content(results["results/evaluation/leaderboard.html"])
     assert EXPERIMENT in board and "ranked by macro F1 on the validation split" in board and "macro F1" in board
+    page = _content(results[f"results/evaluation/{EXPERIMENT}/decisions/decisions.html"])
+    for needle in ["Trust thresholds", "need no human look", "Natural frequencies beside the balanced test split",
+                   "Abundances per sample_id", "open set", "Lineage nodes", "<svg"] + classes:
+        assert needle in page, needle
     svg = _content(results[f"results/evaluation/{EXPERIMENT}/test/confusion_normalised.svg"])
     assert svg.lstrip().startswith("<?xml") and all(f"<!-- {c} -->" in svg for c in classes)
 

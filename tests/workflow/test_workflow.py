@@ -158,3 +158,26 @@ def test_changing_the_number_of_shards_does_not_reread_the_export(ran, tmp_path)
     assert counts.get("normalise_images") == 3
     for rule in ["make_demo_export", "read_export", "balance_classes", "split_dataset"]:
         assert rule not in counts, counts
+
+
+def test_decisions_of_the_tiny_run(ran):
+    """The capped-out objects and the unknowns were predicted; the decisions hold for every class."""
+    data = ran / "results" / "data"
+    extra = pd.read_csv(data / "extra_objects.tsv", sep="\t", dtype=str, keep_default_na=False)
+    ledger = pd.read_csv(data / "ledger.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert sorted(extra.loc[extra["set"] == "unknown", "object_id"]) == sorted(
+        ledger.loc[ledger["outcome"] == "unmapped_category", "object_id"])
+    assert (extra["set"] == "capped").sum() > 0
+    ev = ran / "results" / "evaluation" / "tiny"
+    pred = pd.read_csv(ev / "extra" / "predictions.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert pred["item_id"].tolist() == extra["item_id"].tolist() and (pred["status"] == "ok").all()
+    classes = (ran / "results" / "experiments" / "tiny" / "classes.txt").read_text().split()
+    thresholds = pd.read_csv(ev / "decisions" / "thresholds.tsv", sep="\t", keep_default_na=False)
+    assert thresholds["class_name"].tolist() == classes
+
+
+def test_changing_a_decision_setting_reruns_only_the_decisions(ran, tmp_path):
+    extra = tmp_path / "target.yaml"
+    extra.write_text("decisions:\n  target_precision: 0.8\n")
+    counts = jobs_to_run(ran, "--configfile", "config/config.yaml", "tiny.yaml", str(extra))
+    assert set(counts) - {"all"} == {"evaluate_decisions"}, counts

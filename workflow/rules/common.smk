@@ -215,7 +215,9 @@ def get_all_targets():
     if EVALUATED_EXPERIMENTS:
         targets += list(rules.make_leaderboard.output) + list(rules.compare_classes.output)
     targets += list(rules.plot_class_gallery.output)
-    targets += expand(f"{EXP}/{{experiment}}/normalisation.json", experiment=CNN_EXPERIMENTS)
+    # the decisions of every experiment: thresholds, natural frequencies, abundances, unknowns (lokiml.decisions)
+    targets += expand(list(rules.evaluate_decisions.output), experiment=EVALUATED_EXPERIMENTS)
+    targets += expand(f"{EXP}/{{experiment}}/normalisation.json", experiment=EVALUATED_EXPERIMENTS)
     if PREDICTIONS:
         targets += expand(list(rules.predict_images.output), prediction=PREDICTIONS)
         targets += expand(list(rules.report_prediction.output), prediction=PREDICTIONS)
@@ -261,10 +263,10 @@ def one_of(names):
 PRED = "results/predictions"
 PREDICTIONS = sorted(config["predict"])
 for _name, _job in config["predict"].items():
-    if _job["experiment"] not in CNN_EXPERIMENTS:
+    if _job["experiment"] not in EVALUATED_EXPERIMENTS:
         raise WorkflowError(
-            f"config key predict.{_name}.experiment: {_job['experiment']!r} is not a CNN experiment of "
-            f"`experiments:` (known: {', '.join(CNN_EXPERIMENTS) or 'none'})"
+            f"config key predict.{_name}.experiment: {_job['experiment']!r} is not an experiment of "
+            f"`experiments:` (known: {', '.join(EVALUATED_EXPERIMENTS) or 'none'})"
         )
 
 
@@ -302,10 +304,12 @@ def get_state_dir(wildcards):
 def get_evaluation_inputs(wildcards):
     """Inputs of evaluate_model (the best checkpoint and training records, the split and the image store).
 
-    Only outputs of train_model and the data rules: evaluating never asks for retraining.
+    Only outputs of train_model and the data rules: evaluating never asks for retraining. The objects
+    training never saw (capped out, of no configured class) are predicted too, from their own store.
     """
     exp_dir = f"{EXP}/{wildcards.experiment}"
-    shards = get_shards(config["experiments"][wildcards.experiment]["image_size"])
+    size = config["experiments"][wildcards.experiment]["image_size"]
+    shards = get_shards(size)
     return {
         "model": f"{exp_dir}/best.keras",
         "classes": f"{exp_dir}/classes.txt",
@@ -314,6 +318,16 @@ def get_evaluation_inputs(wildcards):
         "split": f"{DATA}/split.tsv",
         "npys": shards["npy"],
         "indexes": shards["index"],
+        **get_extra_store(size),
+    }
+
+
+def get_extra_store(size):
+    """The objects training never saw (lokiml.extra_objects) and their images normalised at ``size``."""
+    return {
+        "extra_objects": f"{DATA}/extra_objects.tsv",
+        "extra_npy": f"{DATA}/extra_images/{size}px.npy",
+        "extra_index": f"{DATA}/extra_images/{size}px.tsv",
     }
 
 
@@ -430,12 +444,14 @@ def get_estimate_split_params():
 
 def get_feature_extraction_inputs(wildcards):
     """Inputs of extract_deep_features (wildcard: the CNN): its best checkpoint and its image store."""
-    shards = get_shards(config["experiments"][wildcards.experiment]["image_size"])
+    size = config["experiments"][wildcards.experiment]["image_size"]
+    shards = get_shards(size)
     return {
         "model": f"{EXP}/{wildcards.experiment}/best.keras",
         "split": f"{DATA}/split.tsv",
         "npys": shards["npy"],
         "indexes": shards["index"],
+        **get_extra_store(size),
     }
 
 
@@ -466,6 +482,9 @@ def get_deep_features_evaluation_inputs(wildcards):
         "npys": shards["npy"],
         "indexes": shards["index"],
         **get_estimate_input(wildcards.experiment),
+        "extra_objects": f"{DATA}/extra_objects.tsv",
+        "extra_features": f"{EXP}/{cnn}/penultimate_extra.npy",
+        "extra_features_index": f"{EXP}/{cnn}/penultimate_extra.tsv",
     }
 
 
@@ -493,10 +512,21 @@ def get_demo_weights_normalisation(wildcards):
 
 
 def get_normalisation_params(wildcards):
-    """How the training images of an experiment were normalised: recorded next to its model."""
+    """How the training images of an experiment were normalised: recorded next to its model.
+
+    A deep_features experiment records its CNN's image size (the CNN gives it features); a descriptors
+    experiment reads no image, its record says so (image_size null).
+    """
     n = config["normalise"]
+    exp = config["experiments"][wildcards.experiment]
+    size = exp["image_size"]
+    if exp["kind"] == "deep_features":
+        size = config["experiments"][exp["cnn"]]["image_size"]
+    elif exp["kind"] == "descriptors":
+        size = None
     return {
-        "image_size": config["experiments"][wildcards.experiment]["image_size"],
+        "kind": exp["kind"],
+        "image_size": size,
         "threshold": n["threshold"],
         "polarity": n["polarity"],
         "bottom_crop": n["bottom_crop"],
@@ -506,14 +536,36 @@ def get_normalisation_params(wildcards):
     }
 
 
+def get_model_files(experiment):
+    """The files that classify for an experiment: its model, and a deep_features experiment's CNN."""
+    exp = config["experiments"][experiment]
+    if exp["kind"] == "cnn":
+        return {"model": f"{EXP}/{experiment}/best.keras"}
+    files = {"model": f"{EXP}/{experiment}/model.pkl", "columns": f"{EXP}/{experiment}/columns.tsv"}
+    if exp["kind"] == "deep_features":
+        files["cnn_model"] = f"{EXP}/{exp['cnn']}/best.keras"
+    return files
+
+
+def get_record_inputs(wildcards):
+    """Inputs of record_normalisation: the experiment's model files, its classes and the objects."""
+    return {
+        **get_model_files(wildcards.experiment),
+        "classes": f"{EXP}/{wildcards.experiment}/classes.txt",
+        "objects": f"{DATA}/objects.tsv",
+    }
+
+
 def get_prediction_inputs(wildcards):
-    """The images to classify, and the model with its normalisation record (never the config's `normalise:`)."""
+    """The images to classify, the model with its normalisation record (never the config's `normalise:`),
+    and the experiment's decisions (per-class trust thresholds, lokiml.decisions)."""
     job = config["predict"][wildcards.prediction]
     exp_dir = f"{EXP}/{job['experiment']}"
     return {
         "images": job["input"],
-        "model": f"{exp_dir}/best.keras",
+        **get_model_files(job["experiment"]),
         "record": f"{exp_dir}/normalisation.json",
+        "decisions": f"{EVAL}/{job['experiment']}/decisions/decisions.json",
     }
 
 
@@ -523,10 +575,28 @@ def get_prediction_params(wildcards):
     return {k: job[k] for k in ("threshold", "statuses_to_keep", "batch_size")}
 
 
+def get_decision_inputs(wildcards):
+    """Inputs of evaluate_decisions: what the experiment's evaluation wrote, and the data tables."""
+    ev = f"{EVAL}/{wildcards.experiment}"
+    return {
+        "classes": f"{EXP}/{wildcards.experiment}/classes.txt",
+        "valid_predictions": f"{ev}/valid/predictions.tsv",
+        "valid_probabilities": f"{ev}/valid/probabilities.npy",
+        "test_predictions": f"{ev}/test/predictions.tsv",
+        "test_probabilities": f"{ev}/test/probabilities.npy",
+        "extra_predictions": f"{ev}/extra/predictions.tsv",
+        "extra_probabilities": f"{ev}/extra/probabilities.npy",
+        "extra_objects": f"{DATA}/extra_objects.tsv",
+        "counts": f"{DATA}/natural_counts.tsv",
+        "objects": f"{DATA}/objects.tsv",
+    }
+
+
 def evaluation_outputs(curves_caption="../report/training_curves.rst", curves_label="training curves", kind="cnn"):
     """The outputs of evaluate_model and evaluate_descriptors, the same files for every kind of experiment.
 
-    Keys: summary, summary_html, curves, and {split}_{key} for lokiml.evaluate.SPLITS x SPLIT_OUTPUTS.
+    Keys: summary, summary_html, curves, {split}_{key} for lokiml.evaluate.SPLITS x SPLIT_OUTPUTS, and
+    extra_predictions, extra_probabilities (lokiml.extra_objects).
     `kind` chooses the captions of the summary and of the mistakes: a CNN has epochs, checkpoints and
     sees the normalised images; a descriptors or deep_features experiment has a grid search and a
     classifier that sees numbers.
@@ -555,6 +625,11 @@ def evaluation_outputs(curves_caption="../report/training_curves.rst", curves_la
             subcategory="training",
             labels={"result": curves_label, "type": "figure"},
         ),
+        "test_probabilities": f"{EVAL}/{{experiment}}/test/probabilities.npy",
+        "valid_probabilities": f"{EVAL}/{{experiment}}/valid/probabilities.npy",
+        # the objects training never saw (capped out, of no configured class): for lokiml.decision_report
+        "extra_predictions": f"{EVAL}/{{experiment}}/extra/predictions.tsv",
+        "extra_probabilities": f"{EVAL}/{{experiment}}/extra/probabilities.npy",
         "test_predictions": report(
             f"{EVAL}/{{experiment}}/test/predictions.tsv",
             caption="../report/predictions.rst",

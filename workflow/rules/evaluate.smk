@@ -1,6 +1,8 @@
 # Evaluation: one job per CNN experiment (the best checkpoint on the valid and test splits) and per
 # descriptors or deep_features experiment (the same files), a leaderboard over all experiments, and figures of the data
-# stage. Everything a user looks at is in the report:
+# stage. Each evaluation job also predicts the objects training never saw (capped out by the balancing, or of no
+# configured class: rule collect_extra_objects), from which evaluate_decisions (a light job per experiment, no
+# model) chooses per-class trust thresholds and measures them at natural frequencies, with abundances and unknowns. Everything a user looks at is in the report:
 #   snakemake --report report.html    (or report.zip)
 # Nothing here is an input of train_model: changing evaluation settings or code never retrains a model.
 # The evaluation settings are the params below (not in config.yaml): originals only, 15 calibration bins,
@@ -44,6 +46,7 @@ rule evaluate_descriptors:
     input:
         unpack(get_descriptor_evaluation_inputs),
         export=get_export(),
+        extra_objects=f"{DATA}/extra_objects.tsv",
     output:
         **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search", kind="features"),
     wildcard_constraints:
@@ -177,3 +180,144 @@ rule plot_data_summary:
     localrule: True
     script:
         "../scripts/plot_data_summary.py"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# From scores to decisions (lokiml.extra_objects, lokiml.decisions, lokiml.decision_report, lokiml.abundance)
+# ------------------------------------------------------------------------------------------------------------
+
+
+rule collect_extra_objects:
+    """The objects training never saw: capped out by the balancing cap, and of no configured class (unknowns)."""
+    input:
+        export=get_export(),
+        tables=get_export_tables(),
+        ledger=f"{DATA}/ledger.tsv",
+        objects=f"{DATA}/objects.tsv",
+        split=f"{DATA}/split.tsv",
+    output:
+        extra=f"{DATA}/extra_objects.tsv",
+        counts=f"{DATA}/natural_counts.tsv",
+    params:
+        max_per_class=config["decisions"]["max_capped_per_class"],
+        max_unknowns=config["decisions"]["max_unknowns"],
+        seed=config["split"]["seed"],
+        group_by=config["split"]["group_by"],
+        holdout=config["split"]["holdout"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../envs/data.yaml"
+    log:
+        "logs/collect_extra_objects.log",
+    benchmark:
+        "benchmarks/out/collect_extra_objects.tsv"
+    script:
+        "../scripts/collect_extra_objects.py"
+
+
+rule normalise_extra_images:
+    """The images of the objects training never saw, normalised like the training images (one job per size)."""
+    input:
+        export=get_export(),
+        extra=f"{DATA}/extra_objects.tsv",
+    output:
+        npy=f"{DATA}/extra_images/{{size}}px.npy",
+        index=f"{DATA}/extra_images/{{size}}px.tsv",
+    params:
+        threshold=config["normalise"]["threshold"],
+        polarity=config["normalise"]["polarity"],
+        bottom_crop=config["normalise"]["bottom_crop"],
+        max_pixels=config["normalise"]["max_pixels"],
+        cache_dir="resources/cache/normalised",
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    conda:
+        "../envs/data.yaml"
+    log:
+        "logs/normalise_extra_images/{size}px.log",
+    benchmark:
+        "benchmarks/out/normalise_extra_images/{size}px.tsv"
+    script:
+        "../scripts/normalise_extra_images.py"
+
+
+rule evaluate_decisions:
+    """Per-class trust thresholds (validation), checked at natural frequencies; abundances per sample; unknowns."""
+    input:
+        unpack(get_decision_inputs),
+    output:
+        page=report(
+            f"{EVAL}/{{experiment}}/decisions/decisions.html",
+            caption="../report/decisions.rst",
+            category="{experiment}",
+            subcategory="decisions",
+            labels={"result": "decisions: trust thresholds, natural frequencies, abundances, unknowns",
+                    "type": "page"},
+        ),
+        rule=f"{EVAL}/{{experiment}}/decisions/decisions.json",
+        thresholds=report(
+            f"{EVAL}/{{experiment}}/decisions/thresholds.tsv",
+            caption="../report/thresholds.rst",
+            category="{experiment}",
+            subcategory="decisions",
+            labels={"result": "trust thresholds per class", "type": "TSV (download)"},
+        ),
+        curves=report(
+            f"{EVAL}/{{experiment}}/decisions/precision_recall.svg",
+            caption="../report/precision_recall.rst",
+            category="{experiment}",
+            subcategory="decisions",
+            labels={"result": "precision and recall per class, chosen thresholds", "type": "figure"},
+        ),
+        natural_metrics=f"{EVAL}/{{experiment}}/decisions/natural_metrics.json",
+        natural_report=f"{EVAL}/{{experiment}}/decisions/natural_classification_report.tsv",
+        natural_confusion=f"{EVAL}/{{experiment}}/decisions/natural_confusion.tsv",
+        natural_confusion_fig=report(
+            f"{EVAL}/{{experiment}}/decisions/natural_confusion.svg",
+            caption="../report/natural_confusion.rst",
+            category="{experiment}",
+            subcategory="decisions",
+            labels={"result": "confusion matrix at natural proportions", "type": "figure"},
+        ),
+        abundance=report(
+            f"{EVAL}/{{experiment}}/decisions/abundance.tsv",
+            caption="../report/abundance.rst",
+            category="{experiment}",
+            subcategory="decisions",
+            labels={"result": "abundances per sample: true, predicted, adjusted", "type": "TSV (download)"},
+        ),
+        abundance_errors=f"{EVAL}/{{experiment}}/decisions/abundance_errors.tsv",
+        abundance_fig=report(
+            f"{EVAL}/{{experiment}}/decisions/abundance.svg",
+            caption="../report/abundance.rst",
+            category="{experiment}",
+            subcategory="decisions",
+            labels={"result": "abundances per sample: errors of the counts", "type": "figure"},
+        ),
+        open_set=f"{EVAL}/{{experiment}}/decisions/open_set.tsv",
+        open_set_fig=report(
+            f"{EVAL}/{{experiment}}/decisions/open_set.svg",
+            caption="../report/open_set.rst",
+            category="{experiment}",
+            subcategory="decisions",
+            labels={"result": "objects of no configured class (open set)", "type": "figure"},
+        ),
+    wildcard_constraints:
+        experiment=one_of(EVALUATED_EXPERIMENTS),
+    params:
+        decisions={k: config["decisions"][k] for k in ("target_precision", "class_precision", "confidence",
+                                                      "abundance_by", "lineage")},
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/evaluate_decisions/{experiment}.log",
+    benchmark:
+        "benchmarks/out/evaluate_decisions/{experiment}.tsv"
+    localrule: True
+    script:
+        "../scripts/evaluate_decisions.py"

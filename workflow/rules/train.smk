@@ -120,6 +120,9 @@ rule extract_deep_features:
     output:
         features=f"{EXP}/{{experiment}}/penultimate.npy",
         index=f"{EXP}/{{experiment}}/penultimate.tsv",
+        # the same for the objects training never saw (lokiml.extra_objects), for evaluate_decisions
+        extra_features=f"{EXP}/{{experiment}}/penultimate_extra.npy",
+        extra_index=f"{EXP}/{{experiment}}/penultimate_extra.tsv",
     wildcard_constraints:
         experiment=one_of(DEEP_FEATURE_CNNS),
     params:

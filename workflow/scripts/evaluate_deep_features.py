@@ -6,6 +6,9 @@ from lokiml.logs import redirect_to_log
 def main(smk):
     redirect_to_log(smk.log[0])
     from lokiml.deep_features import evaluate_deep_features
+    from lokiml.descriptors import load_model
+    from lokiml.extra_objects import predict_extra_deep_features
+    from lokiml.predictors import used_columns
 
     evaluate_deep_features(
         model_path=smk.input.model,
@@ -27,6 +30,16 @@ def main(smk):
         valid_path=smk.input.valid,
         estimate_path=smk.input.get("estimate"),
     )
+    # the objects training never saw, for the decisions (rule evaluate_decisions)
+    predict_extra_deep_features(load_model(smk.input.model), smk.input.extra_features,
+                                smk.input.extra_features_index, smk.input.extra_objects,
+                                used_columns(smk.input.columns), _classes(smk.input.classes),
+                                smk.output.extra_predictions, smk.output.extra_probabilities)
+
+
+def _classes(path):
+    with open(path, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
 
 
 if __name__ == "__main__":

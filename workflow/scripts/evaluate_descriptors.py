@@ -5,7 +5,9 @@ from lokiml.logs import redirect_to_log
 
 def main(smk):
     redirect_to_log(smk.log[0])
-    from lokiml.descriptors import evaluate_descriptors
+    from lokiml.descriptors import evaluate_descriptors, load_model
+    from lokiml.extra_objects import predict_extra_descriptors
+    from lokiml.predictors import used_columns
 
     evaluate_descriptors(
         model_path=smk.input.model,
@@ -25,6 +27,15 @@ def main(smk):
         export_path=smk.input.export,
         images=dict(smk.params.images),
     )
+    # the objects training never saw, for the decisions (rule evaluate_decisions)
+    predict_extra_descriptors(load_model(smk.input.model), used_columns(smk.input.columns),
+                              smk.input.extra_objects, _classes(smk.input.classes), smk.output.extra_predictions,
+                              smk.output.extra_probabilities)
+
+
+def _classes(path):
+    with open(path, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ from lokiml.logs import redirect_to_log
 
 def main(smk):
     redirect_to_log(smk.log[0])  # before TensorFlow is imported, so its messages land in the log
-    from lokiml.evaluate import evaluate_experiment
+    from lokiml.evaluate import evaluate_experiment, load_classifier
+    from lokiml.extra_objects import predict_extra_cnn
 
+    model = load_classifier(smk.input.model)
     evaluate_experiment(
         model_path=smk.input.model,
         classes_path=smk.input.classes,
@@ -22,7 +24,18 @@ def main(smk):
         include_augmented=smk.params.include_augmented,
         batch_size=smk.params.batch_size,
         ece_bins=smk.params.ece_bins,
+        model=model,
     )
+    # the objects training never saw, for the decisions (rule evaluate_decisions)
+    predict_extra_cnn(model, smk.input.extra_objects, smk.input.extra_npy, smk.input.extra_index,
+                      _classes(smk.input.classes),
+                      smk.output.extra_predictions, smk.output.extra_probabilities,
+                      batch_size=smk.params.batch_size)
+
+
+def _classes(path):
+    with open(path, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
-"""Rule extract_deep_features: penultimate-layer features of a CNN experiment for every original object."""
+"""Rule extract_deep_features: penultimate-layer features of a CNN experiment for every original object,
+and for the objects training never saw (for the decisions of its deep_features experiments)."""
 
 from lokiml.logs import redirect_to_log
 
 
 def main(smk):
     redirect_to_log(smk.log[0])  # before TensorFlow is imported, so its messages land in the log
-    from lokiml.deep_features import extract_deep_features
+    from lokiml.deep_features import extract_deep_features, penultimate_model
+    from lokiml.evaluate import load_classifier
+    from lokiml.extra_objects import extract_extra_features
+    from lokiml.train import configure_tensorflow
 
+    configure_tensorflow(smk.threads, {"mixed_precision": False, "xla": False})  # before the model is loaded
+    model = load_classifier(smk.input.model)
     extract_deep_features(
         model_path=smk.input.model,
         split_path=smk.input.split,
@@ -15,8 +21,11 @@ def main(smk):
         out_features=smk.output.features,
         out_index=smk.output.index,
         batch_size=smk.params.batch_size,
-        threads=smk.threads,
+        model=model,
     )
+    extract_extra_features(penultimate_model(model), smk.input.extra_objects, smk.input.extra_npy,
+                           smk.input.extra_index, smk.output.extra_features, smk.output.extra_index,
+                           batch_size=smk.params.batch_size)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Rule predict_images: classify new images with a trained experiment; EcoTaxa import table + zip bundle."""
+"""Rule predict_images: classify new objects with a trained experiment of any kind; EcoTaxa import table + zip
+bundle, each object trusted or to check by the experiment's per-class thresholds, most worth a look first."""
 
 from lokiml.logs import redirect_to_log
 
@@ -21,6 +22,10 @@ def main(smk):
         statuses_to_keep=job["statuses_to_keep"],
         batch_size=job["batch_size"],
         threads=smk.threads,
+        decisions_path=smk.input.decisions,
+        out_trusted=smk.output.trusted,
+        out_to_check=smk.output.to_check,
+        cnn_model_path=smk.input.get("cnn_model"),
     )
 
 

@@ -11,6 +11,8 @@ def main(smk):
     record_normalisation(
         model_path=smk.input.model,
         classes_path=smk.input.classes,
+        columns_path=smk.input.get("columns"),
+        cnn_model_path=smk.input.get("cnn_model"),
         objects_path=smk.input.objects,
         out=smk.output.record,
         experiment=smk.wildcards.experiment,

@@ -137,6 +137,13 @@ def _check_semantics(cfg: dict) -> None:
                 "(letters compared without case); rename one"
             )
         seen[key] = name
+    unknown = sorted(set(cfg.get("decisions", {}).get("class_precision", {})) - set(cfg["classes"]))
+    if unknown:
+        raise ConfigError(
+            f"config key decisions.class_precision: {', '.join(map(repr, unknown))} "
+            f"{'is not a configured class' if len(unknown) == 1 else 'are not configured classes'} "
+            f"(classes: {', '.join(cfg['classes'])})"
+        )
     cnns = sorted(n for n, e in cfg["experiments"].items() if e["kind"] == "cnn")
     for name, exp in cfg["experiments"].items():
         if exp["kind"] != "descriptors" and exp.get("features") is not None:

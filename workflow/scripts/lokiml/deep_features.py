@@ -464,7 +464,7 @@ def evaluate_deep_features(model_path, classes_path, columns_path, grid_path, in
             probs = pd.DataFrame(vprobs, index=vrows["item_id"]).loc[rows["item_id"]].to_numpy()
         results[s] = ev.split_result(rows, y, probs, classes, s, include_augmented=False, bins=ece_bins,
                                      excluded=excluded, gather=gather)
-        ev.write_split_outputs(results[s], classes, {key: outputs[f"{s}_{key}"] for key in ev.SPLIT_OUTPUTS},
+        ev.write_split_outputs(results[s], classes, ev.split_paths(outputs, s),
                                experiment)
         m = results[s].metrics
         log.info("%s: accuracy %.4f, macro F1 %.4f (n = %d)", s, m["accuracy"], m["macro_f1"], m["n_objects"])

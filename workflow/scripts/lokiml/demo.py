@@ -85,6 +85,18 @@ DEMO_CLASSES: dict[str, dict] = {
         "count": 10, "lineage": "living>Eukaryota>Harosa>Rhizaria>Retaria>Foraminifera", "shape": "spiral",
         "chamber": (5, 8), "grey": (45, 80), "unmapped": True,
     },
+    # Two more categories of no configured class, for the open-set test of lokiml.decisions: a copepod
+    # that is not a Calanoida (its lineage meets the classes' at Copepoda), and artefacts (not-living,
+    # like detritus). Drawn from a second random stream after the others ("added"), so that every other
+    # object of the export keeps its image, id and descriptors: the classes are exactly as hard as before.
+    "Cyclopoida": {
+        "count": 16, "lineage": f"{_COPEPODA}>Cyclopoida", "shape": "cyclopoid",
+        "length": (30, 52), "grey": (45, 90), "unmapped": True, "added": True,
+    },
+    "artefact": {
+        "count": 12, "lineage": "not-living>artefact", "shape": "scratch",
+        "length": (40, 110), "grey": (90, 170), "unmapped": True, "added": True,
+    },
 }
 
 #: The class names a config lists for the demo: every drawn class but the unmapped one.
@@ -241,6 +253,42 @@ def _bubble(rng, p):
             ("poly", _ellipse(spot[0], spot[1], sr, sr * 0.8), rng.uniform(70, 110))]
 
 
+def _cyclopoid(rng, p):
+    """A cyclopoid copepod: slimmer, pear-shaped body, short antennae, often two egg sacs."""
+    length = _u(rng, p["length"])
+    width = length * rng.uniform(0.26, 0.33)
+    g = _u(rng, p["grey"])
+    a, b = length / 2.0, width / 2.0
+    prims = []
+    for s in (-1.0, 1.0):  # short antennae, held forward and out
+        prims.append(("line", np.array([[a * 0.8, s * b * 0.4], [a * 1.15, s * (b + length * 0.12)]]), g + 30, 2))
+    tail_end = -a - length * 0.35
+    prims.append(("poly", np.array([[-a + 2, b * 0.25], [tail_end, b * 0.12], [tail_end, -b * 0.12],
+                                    [-a + 2, -b * 0.25]]), g + 10))
+    if rng.random() < 0.6:  # paired egg sacs beside the urosome
+        for s in (-1.0, 1.0):
+            prims.append(("poly", _ellipse(-a - length * 0.12, s * b * 0.9, length * 0.16, b * 0.55), g + 20))
+    x = np.linspace(-a, a, 30)
+    half = b * np.sqrt(np.clip(1 - (x / a) ** 2, 0, 1)) * (0.75 + 0.25 * (x + a) / (2 * a))
+    prims.append(("poly", np.concatenate([np.column_stack([x, half]), np.column_stack([x[::-1], -half[::-1]])]), g))
+    return prims
+
+
+def _scratch(rng, p):
+    """An artefact: a few thin, straight or slightly bent streaks (fibres of the net, scratches, bubbles' rims)."""
+    prims = []
+    for _ in range(int(rng.integers(1, 4))):
+        length = _u(rng, p["length"])
+        bend = rng.uniform(-0.15, 0.15) * length
+        x = np.linspace(-length / 2, length / 2, 12)
+        y = bend * (1 - (2 * x / length) ** 2) + rng.uniform(-8, 8)
+        prims.append(("line", np.column_stack([x, y]), _u(rng, p["grey"]), int(rng.integers(1, 4))))
+    if rng.random() < 0.5:  # a pale ring
+        r = rng.uniform(6, 14)
+        prims.append(("poly", _ellipse(rng.uniform(-10, 10), rng.uniform(-10, 10), r, r), _u(rng, p["grey"])))
+    return prims
+
+
 def _spiral(rng, p):
     k = int(rng.integers(p["chamber"][0], p["chamber"][1] + 1))
     g = _u(rng, p["grey"])
@@ -258,7 +306,8 @@ def _spiral(rng, p):
 
 _DRAWERS = {
     "copepod": _copepod, "arrow_worm": _arrow_worm, "blob": _blob, "tadpole": _tadpole,
-    "bean": _bean, "egg": _egg, "bubble": _bubble, "spiral": _spiral,
+    "bean": _bean, "egg": _egg, "bubble": _bubble, "spiral": _spiral, "cyclopoid": _cyclopoid,
+    "scratch": _scratch,
 }
 
 
@@ -383,7 +432,8 @@ def make_demo_export(out_dir, seed: int = 1, scale: float = 1.0) -> Path:
     rng = np.random.default_rng(seed)
     per_class, other = _counts(scale)
 
-    specs = [(cls, "validated") for cls, n in per_class.items() for _ in range(n)]
+    specs = [(cls, "validated") for cls, n in per_class.items() for _ in range(n)
+             if not DEMO_CLASSES[cls].get("added")]
     for status, n in other.items():
         specs += [(str(rng.choice(DEMO_CONFIG_CLASSES)), status) for _ in range(n)]
     n_samples = _N_DAYS * _STATIONS_PER_DAY
@@ -409,10 +459,17 @@ def make_demo_export(out_dir, seed: int = 1, scale: float = 1.0) -> Path:
     try:
         (tmp / IMAGE_DIR).mkdir()
         lines = ["\t".join(c for c, _ in COLUMNS), "\t".join(f"[{t}]" for _, t in COLUMNS)]
-        for index, i in enumerate(order, start=1):
-            cls, status = specs[i]
-            st = station_info[int(stations[i])]
-            secs = st["start"] + int(seconds[i])
+        # The "added" categories come last, from a stream of their own (see DEMO_CLASSES), numbered on.
+        added = [cls for cls, n in per_class.items() if DEMO_CLASSES[cls].get("added") for _ in range(n)]
+        rng_added = np.random.default_rng([seed, 1])
+        added_stations = rng_added.integers(0, n_samples, len(added))
+        added_seconds = rng_added.integers(0, 3600, len(added))
+        jobs = [(rng, specs[i], int(stations[i]), int(seconds[i])) for i in order]
+        jobs += [(rng_added, (cls, "validated"), int(s), int(t)) for cls, s, t in zip(added, added_stations,
+                                                                                     added_seconds)]
+        for index, (rng, (cls, status), station, second) in enumerate(jobs, start=1):
+            st = station_info[station]
+            secs = st["start"] + second
             hhmmss = f"{secs // 3600:02d}{secs // 60 % 60:02d}{secs % 60:02d}"
             ms = int(rng.integers(0, 1000))
             posx, posy = int(rng.integers(0, 2048)), int(rng.integers(0, 2048))
@@ -446,5 +503,5 @@ def make_demo_export(out_dir, seed: int = 1, scale: float = 1.0) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("demo export: %d objects (%s validated per class; %s) in %s, %.1f s",
-             len(specs), per_class, other, out_dir, time.perf_counter() - t0)
+             len(jobs), per_class, other, out_dir, time.perf_counter() - t0)
     return out_dir / TSV_NAME

@@ -617,7 +617,7 @@ def evaluate_descriptors(model_path, classes_path, columns_path, grid_path, info
             rows, y, probs = predict_split(model, objects, split_table, s, used, classes, source=str(split_path))
         gather = export_gather(export_path, objects, rows, **(images or {})) if export_path else None
         results[s] = ev.split_result(rows, y, probs, classes, s, include_augmented=False, bins=ece_bins, gather=gather)
-        ev.write_split_outputs(results[s], classes, {key: outputs[f"{s}_{key}"] for key in ev.SPLIT_OUTPUTS},
+        ev.write_split_outputs(results[s], classes, ev.split_paths(outputs, s),
                                experiment)
         m = results[s].metrics
         log.info("%s: accuracy %.4f, macro F1 %.4f (n = %d)", s, m["accuracy"], m["macro_f1"], m["n_objects"])

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .io import atomic_path, read_tsv, write_json, write_text, write_tsv
+from .io import atomic_path, read_tsv, save_npy, write_json, write_text, write_tsv
 from .logs import Progress
 from .store import batches_ahead
 
@@ -58,7 +58,15 @@ FLOAT_FORMAT = "%.6f"
 SVG_HASH_SALT = "lokiml"
 # What a split's outputs are called; the rule names its outputs f"{split}_{key}".
 SPLIT_OUTPUTS = ("predictions", "metrics", "report", "report_html", "confusion_counts", "confusion_normalised",
-                 "confusion_counts_fig", "confusion_normalised_fig", "reliability", "mistakes")
+                 "confusion_counts_fig", "confusion_normalised_fig", "reliability", "mistakes", "probabilities")
+#: Of SPLIT_OUTPUTS, those a caller may leave out (written only when asked for).
+OPTIONAL_SPLIT_OUTPUTS = ("probabilities",)
+
+
+def split_paths(outputs: dict, split: str) -> dict:
+    """The paths of one split's outputs (keys: SPLIT_OUTPUTS) from a rule's outputs ``{split}_{key}``."""
+    return {key: outputs[f"{split}_{key}"] for key in SPLIT_OUTPUTS
+            if key not in OPTIONAL_SPLIT_OUTPUTS or f"{split}_{key}" in outputs}
 MISTAKES_SHOWN = 30
 
 
@@ -279,6 +287,12 @@ _RC = {
     "ytick.labelsize": 10,
     "legend.fontsize": 10,
 }
+
+
+#: The style of every figure of lokiml, and the pyplot module set to a file backend: public names for the
+#: other figure-making modules (lokiml.decision_report, lokiml.abundance).
+FIGURE_STYLE = _RC
+pyplot = _pyplot
 
 
 def _below(fig, ax, inches: float = 0.75) -> float:
@@ -569,6 +583,7 @@ class SplitResult:
     excluded_ids: list = field(default_factory=list)
     mistakes: pd.DataFrame | None = None  # the most confident mistakes (rows of ``predictions``)
     mistake_images: np.ndarray | None = None
+    probabilities: np.ndarray | None = None  # every class's probability, row for row with ``predictions``
 
 
 def most_confident_mistakes(predictions: pd.DataFrame, n: int = MISTAKES_SHOWN) -> pd.DataFrame:
@@ -629,7 +644,7 @@ def split_result(rows: pd.DataFrame, y: np.ndarray, probs: np.ndarray, classes, 
     images = gather(mistakes["item_id"].tolist()) if len(mistakes) and gather is not None else None
     return SplitResult(split, table, metrics, classification_table(y, pred, list(classes)),
                        confusion_counts(y, pred, len(classes)), calibration_bins(y, probs, bins),
-                       len(excluded), excluded, mistakes, images)
+                       len(excluded), excluded, mistakes, images, np.asarray(probs, dtype=np.float32))
 
 
 def _round_floats(obj, digits: int = 6):
@@ -648,6 +663,8 @@ def write_split_outputs(result: SplitResult, classes, paths: dict, experiment: s
     s = result.split
     what = "validation" if s == "valid" else s
     write_tsv(paths["predictions"], result.predictions, float_format=FLOAT_FORMAT)
+    if "probabilities" in paths and result.probabilities is not None:  # for lokiml.decision_report
+        save_npy(paths["probabilities"], result.probabilities)
     write_tsv(paths["report"], result.report, float_format=FLOAT_FORMAT)
     counts = pd.DataFrame(result.confusion, index=pd.Index(classes, name="true\\predicted"), columns=classes)
     write_tsv(paths["confusion_counts"], counts.reset_index())
@@ -966,7 +983,7 @@ def evaluate_experiment(model_path, classes_path, history_path, info_path, split
     for s in SPLITS:
         results[s] = evaluate_split(model, store, split_table, s, classes, include_augmented, batch_size, ece_bins,
                                     source=str(split_path), model_source=str(model_path))
-        paths = {key: outputs[f"{s}_{key}"] for key in SPLIT_OUTPUTS}
+        paths = split_paths(outputs, s)
         write_split_outputs(results[s], classes, paths, experiment)
         m = results[s].metrics
         log.info("%s: accuracy %.4f, macro F1 %.4f, log loss %.4f, ECE %.4f (n = %d)", s, m["accuracy"],

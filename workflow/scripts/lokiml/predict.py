@@ -1,32 +1,42 @@
-"""Prediction: classify new images with a trained experiment and write an EcoTaxa import bundle.
+"""Prediction: classify new objects with a trained experiment of any kind and write an EcoTaxa import bundle.
 
 Two steps:
 
 * :func:`record_normalisation` (rule ``record_normalisation``) writes
-  ``results/experiments/{exp}/normalisation.json`` next to the model: how the
-  training images were normalised (image size, threshold, polarity,
-  bottom_crop, max_pixels, img_rank), the classes in label order with the
-  EcoTaxa name each one is written back as, and the SHA-1 of the model file it
-  belongs to. Prediction reads only that file and the model, never the current
-  config's normalisation keys, so a model stays usable after the config changed.
+  ``results/experiments/{exp}/normalisation.json`` next to the model: the kind
+  of experiment (cnn, descriptors, deep_features), how the training images were
+  normalised (image size, threshold, polarity, bottom_crop, max_pixels,
+  img_rank; a deep_features experiment: its CNN's), the descriptor columns a
+  descriptors or deep_features experiment reads, the classes in label order
+  with the EcoTaxa name each one is written back as, and the SHA-1 of the model
+  file(s) it belongs to. Prediction reads only that file and the model, never
+  the current config's normalisation keys, so a model stays usable after the
+  config changed.
 * :func:`predict_job` (rule ``predict_images``) reads an EcoTaxa export /
-  import table (.tsv/.txt, folder, .zip) or a plain folder of images,
-  normalises every image exactly as training did (:func:`lokiml.store.normalise_item`),
-  predicts in batches while the next chunk is decoded by a thread pool (memory
-  is bounded by the chunk size, not the number of images), and writes:
+  import table (.tsv/.txt, folder, .zip) or a plain folder of images, has the
+  experiment's predictor (:mod:`lokiml.predictors`: images normalised exactly as
+  training did, descriptor columns of the table, or both) classify them a chunk
+  at a time while the next chunk is read by a thread pool (memory is bounded by
+  the chunk size, not the number of objects), decides for each object whether
+  its prediction is trusted or to check (:mod:`lokiml.decisions`, the
+  experiment's ``decisions.json``), sorts the objects for the validation
+  session (the most worth a look first), and writes:
 
   - ``ecotaxa_{name}.tsv``: an EcoTaxa import table (header, ``[t]``/``[f]``
     type row): img_file_name, object_id, object_annotation_category,
     object_annotation_status (``predicted``; objects whose status is in
     ``statuses_to_keep`` keep their category and status; objects below the
     threshold are left without category and status), object_score (the top
-    probability) and one ``object_prob_<class>`` column per class;
+    probability), the decision columns (:data:`DECISION_COLUMNS`), the input's
+    other columns and one ``object_prob_<class>`` column per class;
   - ``ecotaxa_{name}.zip``: that table and its images, ready to upload;
+  - ``trusted.tsv`` and ``to_check.tsv``: the objects of each decision, in review order;
   - ``top3.csv``: object_id with the three most probable classes;
   - ``summary.json``: every object accounted for (predicted, below threshold,
     kept, unreadable, missing image, missing object_id, other image rank,
-    duplicate), the input columns not carried over and why, and the accuracy on
-    objects that already carry a validated label.
+    duplicate, trusted, to check), the thresholds used, the input columns not
+    carried over and why, and the accuracy on objects that already carry a
+    validated label.
 
 The table is written so that EcoTaxa accepts it: UTF-8 with a BOM (without one,
 EcoTaxa reads Latin-1), input columns EcoTaxa would refuse left out (named in the
@@ -38,6 +48,7 @@ stops the job with an :class:`InputError` naming the row.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -48,14 +59,12 @@ import posixpath
 import shutil
 import zipfile
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import images
 from .config import class_slug
 from .ecotaxa import FALLBACK_PATTERNS, TABLE_PATTERNS, _is_junk, _matches, open_export
 from .ecotaxa_import import (FREE_COLUMNS, SUPPORTED_IMAGE_FORMATS, check_import_table, custom_table, header_problem,
@@ -64,11 +73,13 @@ from .errors import InputError
 from .io import atomic_path, write_json
 from .logs import Progress
 from .objects import ClassMatcher
-from .store import NormParams, normalise_item
+from .predictors import CnnPredictor, run_predictor
+from .store import NormParams
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif")
+KINDS = ("cnn", "descriptors", "deep_features")
 RECORD_VERSION = 1
 TOP_K = 3
 CHUNK_BYTES = 256 * 2**20  # at most this many bytes of normalised images per chunk
@@ -114,10 +125,19 @@ def ecotaxa_names(classes, objects: pd.DataFrame | None) -> dict[str, str]:
     return names
 
 
-def record_normalisation(model_path, classes_path, objects_path, out, experiment: str, image_size: int,
+def record_normalisation(model_path, classes_path, objects_path, out, experiment: str, image_size: int | None,
                          threshold: int, polarity: str, bottom_crop: float, max_pixels: int,
-                         img_rank: int = 0, canvas: int | None = None) -> dict:
-    """Write the normalisation record of a trained experiment (see the module docstring)."""
+                         img_rank: int = 0, canvas: int | None = None, kind: str = "cnn", columns_path=None,
+                         cnn_model_path=None) -> dict:
+    """Write the normalisation record of a trained experiment (see the module docstring).
+
+    ``kind``: ``cnn`` (``model_path`` is its best.keras), ``descriptors`` (its model.pkl; no image is
+    classified, ``image_size`` is None) or ``deep_features`` (its model.pkl, with the CNN's best.keras in
+    ``cnn_model_path`` and the CNN's image size). ``columns_path``: the experiment's columns.tsv, whose
+    ``used`` columns the classifier reads from the input table.
+    """
+    from .predictors import used_columns
+
     classes = [c for c in Path(classes_path).read_text(encoding="utf-8").splitlines() if c]
     objects = None
     if objects_path:
@@ -125,10 +145,11 @@ def record_normalisation(model_path, classes_path, objects_path, out, experiment
     names = ecotaxa_names(classes, objects)
     rec = {
         "version": RECORD_VERSION,
+        "kind": kind,
         "experiment": experiment,
         "model": os.path.basename(str(model_path)),
         "model_sha1": sha1_file(model_path),
-        "image_size": int(image_size),
+        "image_size": None if image_size is None else int(image_size),
         "threshold": int(threshold),
         "polarity": str(polarity),
         "bottom_crop": float(bottom_crop),
@@ -137,19 +158,31 @@ def record_normalisation(model_path, classes_path, objects_path, out, experiment
         "canvas": int(canvas) if canvas else None,
         "classes": [{"name": c, "ecotaxa_name": names[c]} for c in classes],
     }
+    if kind != "cnn":
+        rec["columns"] = used_columns(columns_path) if columns_path else []
+    if kind == "deep_features":
+        if not cnn_model_path:
+            raise InputError(out, "a deep_features experiment's record needs its CNN's model (cnn_model_path)")
+        rec["cnn_model"] = os.path.basename(str(cnn_model_path))
+        rec["cnn_model_sha1"] = sha1_file(cnn_model_path)
     write_json(out, rec)
-    log.info("normalisation of %s recorded: %d px, threshold %d, polarity %s, bottom_crop %g, %d classes",
-             experiment, rec["image_size"], rec["threshold"], rec["polarity"], rec["bottom_crop"], len(classes))
+    log.info("normalisation of %s (%s) recorded: %s px, threshold %d, polarity %s, bottom_crop %g, %d classes%s",
+             experiment, kind, rec["image_size"], rec["threshold"], rec["polarity"], rec["bottom_crop"],
+             len(classes), f", {len(rec['columns'])} descriptor columns" if "columns" in rec else "")
     return rec
 
 
 @dataclass(frozen=True)
 class Record:
-    params: NormParams
+    params: NormParams | None  # None: a descriptors experiment reads no image
     classes: list[str]
     ecotaxa_names: list[str]
     img_rank: int
     model_sha1: str | None
+    kind: str = "cnn"
+    columns: tuple = ()
+    cnn_model_sha1: str | None = None
+    max_pixels: int = 100_000_000
 
 
 def load_record(path) -> Record:
@@ -158,15 +191,25 @@ def load_record(path) -> Record:
     except (OSError, ValueError) as e:
         raise InputError(path, f"cannot read the normalisation record ({e})",
                          hint="run the workflow's rule record_normalisation for this experiment") from None
-    missing = [k for k in ("image_size", "threshold", "polarity", "bottom_crop", "max_pixels", "classes") if k not in d]
+    kind = str(d.get("kind", "cnn"))
+    if kind not in KINDS:
+        raise InputError(path, f"normalisation record of an unknown kind of experiment {kind!r} (known: "
+                               f"{', '.join(KINDS)})", hint="make it again (rule record_normalisation)")
+    needed = ("threshold", "polarity", "bottom_crop", "max_pixels", "classes")
+    needed += () if kind == "descriptors" else ("image_size",)
+    needed += ("columns",) if kind != "cnn" else ()
+    missing = [k for k in needed if k not in d or (k == "image_size" and d[k] is None)]
     if missing:
         raise InputError(path, f"normalisation record lacks {missing}", hint="make it again (rule record_normalisation)")
-    params = NormParams(size=int(d["image_size"]), threshold=int(d["threshold"]), polarity=str(d["polarity"]),
-                        bottom_crop=float(d["bottom_crop"]), max_pixels=int(d["max_pixels"]),
-                        canvas=int(d["canvas"]) if d.get("canvas") else None)
+    params = None
+    if kind != "descriptors":
+        params = NormParams(size=int(d["image_size"]), threshold=int(d["threshold"]), polarity=str(d["polarity"]),
+                            bottom_crop=float(d["bottom_crop"]), max_pixels=int(d["max_pixels"]),
+                            canvas=int(d["canvas"]) if d.get("canvas") else None)
     classes = [c["name"] for c in d["classes"]]
     names = [c.get("ecotaxa_name") or c["name"] for c in d["classes"]]
-    return Record(params, classes, names, int(d.get("img_rank", 0)), d.get("model_sha1"))
+    return Record(params, classes, names, int(d.get("img_rank", 0)), d.get("model_sha1"), kind,
+                  tuple(d.get("columns") or ()), d.get("cnn_model_sha1"), int(d["max_pixels"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,54 +341,16 @@ class Input:
 
 def predict_images(model, refs, read_bytes, params: NormParams, n_classes: int, batch_size: int = 64,
                    chunk: int = 1024, threads: int = 2, progress: Progress | None = None):
-    """Class probabilities of the images ``refs``: ``(probs float32 (n, C), errors list[str|None])``.
+    """Class probabilities of the images ``refs`` with a CNN: ``(probs float32 (n, C), errors list[str|None])``.
 
     Images are read and normalised ``chunk`` at a time by a pool of ``threads``
     threads while the model predicts the previous chunk. Rows of unreadable
-    images are NaN and their error is given.
+    images are NaN and their error is given. (Every kind of experiment:
+    :func:`lokiml.predictors.run_predictor`.)
     """
-    refs = list(refs)
-    n = len(refs)
-    probs = np.full((n, n_classes), np.nan, dtype=np.float32)
-    errors: list[str | None] = [None] * n
-
-    def load(ref):
-        try:
-            return normalise_item(read_bytes(ref), ref, params), None
-        except images.ImageError as e:
-            return None, f"{e.reason}: {e}"
-        except (InputError, OSError) as e:
-            return None, f"missing image: {e}"
-
-    def load_chunk(start):
-        return list(pool.map(load, refs[start:start + chunk]))
-
-    starts = list(range(0, n, chunk))
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, ThreadPoolExecutor(max_workers=1) as ahead:
-        future = ahead.submit(load_chunk, starts[0]) if starts else None
-        for j, start in enumerate(starts):
-            loaded = future.result()
-            if j + 1 < len(starts):
-                future = ahead.submit(load_chunk, starts[j + 1])
-            ok = [i for i, (arr, err) in enumerate(loaded) if arr is not None]
-            for i, (arr, err) in enumerate(loaded):
-                if err:
-                    errors[start + i] = err
-                    log.warning("not classified: %s", err)
-            if ok:
-                x = np.stack([loaded[i][0] for i in ok])[..., None]
-                del loaded
-                out = np.empty((len(ok), n_classes), dtype=np.float32)
-                for b in range(0, len(ok), batch_size):
-                    p = np.asarray(model.predict_on_batch(x[b:b + batch_size]), dtype=np.float32)
-                    if p.ndim != 2 or p.shape[1] != n_classes:
-                        raise InputError("model", f"returns shape {p.shape[1:]} per image, expected ({n_classes},)",
-                                         hint="the model and its normalisation.json do not belong together")
-                    out[b:b + len(p)] = p
-                probs[start + np.asarray(ok)] = out
-            if progress is not None:
-                progress.update(min(chunk, n - start))
-    return probs, errors
+    items = pd.DataFrame({"img_file_name": list(refs)})
+    return run_predictor(CnnPredictor(model, params, n_classes, batch_size), items, read_bytes, chunk=chunk,
+                         threads=threads, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,7 +401,8 @@ def _carried_values(items: pd.DataFrame, name: str, ok: np.ndarray) -> np.ndarra
     return values
 
 
-def _carried_columns(items: pd.DataFrame, ok: np.ndarray, extra_types: dict[str, str] | None, own_numbers: int):
+def _carried_columns(items: pd.DataFrame, ok: np.ndarray, extra_types: dict[str, str] | None, own_numbers: int,
+                     own_texts: int = 0):
     """The input columns to carry into the import table: ``({name: (values, type code)}, {name: why not})``.
 
     A column is left out (and named, with the reason) when EcoTaxa would refuse it: a name that is
@@ -430,7 +436,7 @@ def _carried_columns(items: pd.DataFrame, ok: np.ndarray, extra_types: dict[str,
             for n in group:
                 dropped[n] = f"EcoTaxa requires a {prefix}_id column next to {prefix}_ columns, and the input has none"
                 del out[n]
-    counts = {("object", "n"): own_numbers}
+    counts = {("object", "n"): own_numbers, ("object", "t"): own_texts}
     for n in list(out):
         table = custom_table(n)
         if table is None:
@@ -446,9 +452,63 @@ def _carried_columns(items: pd.DataFrame, ok: np.ndarray, extra_types: dict[str,
     return out, dropped
 
 
+#: The decision columns of the import table (lokiml.decisions): name -> EcoTaxa type code.
+DECISION_COLUMNS = {"object_lokiml_decision": "[t]", "object_lokiml_node": "[t]", "object_lokiml_p_correct": "[f]",
+                    "object_lokiml_review_rank": "[f]"}
+#: Columns of trusted.tsv and to_check.tsv.
+LIST_COLUMNS = ["review_rank", "object_id", "img_file_name", "object_annotation_category", "class_name",
+                "probability", "threshold", "p_correct", "lineage_node"]
+
+
+def kept_mask(items: pd.DataFrame, errors, statuses_to_keep) -> np.ndarray:
+    """Objects that keep the status (and category) they carry; a kept status needs its category (EcoTaxa
+    refuses a status without one), and an unreadable object keeps nothing (it is left out)."""
+    err = np.array([e is not None for e in errors], dtype=bool)
+    return items["status"].isin(set(statuses_to_keep)).to_numpy() & \
+        (items["category"].str.strip() != "").to_numpy() & ~err
+
+
+def decide(todo: pd.DataFrame, probs: np.ndarray, errors, rule, statuses_to_keep) -> pd.DataFrame:
+    """Per object (row for row with ``todo``): ``decision`` (trusted, to_check, kept; empty when unreadable),
+    ``class_name``, ``probability``, ``threshold`` of its class, ``p_correct``, ``lineage_node``, and
+    ``review_rank`` (1 = look first; the objects to check, most likely wrong first, then the trusted ones;
+    kept and unreadable objects are not ranked), by :class:`lokiml.decisions.DecisionRule` ``rule``."""
+    n = len(todo)
+    ok = np.array([e is None for e in errors], dtype=bool)
+    kept = kept_mask(todo, errors, statuses_to_keep)
+    ranked = ok & ~kept
+    idx = np.flatnonzero(ranked)
+    d = rule.apply(probs[idx], todo["object_id"].to_numpy()[idx])
+    out = pd.DataFrame({"decision": np.where(kept, "kept", "").astype(object),
+                        "class_name": np.full(n, "", dtype=object), "probability": np.full(n, np.nan),
+                        "threshold": np.full(n, np.nan), "p_correct": np.full(n, np.nan),
+                        "lineage_node": np.full(n, "", dtype=object), "review_rank": np.zeros(n, dtype=np.int64)})
+    if len(idx):
+        thr = np.array([np.nan if t is None else t for t in rule.thresholds], dtype=float)
+        out.loc[idx, "decision"] = np.where(d["trusted"], "trusted", "to_check")
+        out.loc[idx, "class_name"] = np.asarray(rule.classes, dtype=object)[d["pred"]]
+        out.loc[idx, "probability"] = d["score"]
+        out.loc[idx, "threshold"] = thr[d["pred"]]
+        out.loc[idx, "p_correct"] = d["p_correct"]
+        out.loc[idx, "lineage_node"] = d["node"]
+        out.loc[idx, "review_rank"] = d["review_rank"]
+    return out
+
+
+def review_permutation(decided: pd.DataFrame) -> np.ndarray:
+    """The order of the outputs: ranked objects by rank, then the kept ones, then the unreadable (input order)."""
+    rank = decided["review_rank"].to_numpy()
+    group = np.where(rank > 0, 0, np.where(decided["decision"].to_numpy() == "kept", 1, 2))
+    return np.lexsort((np.arange(len(decided)), rank, group))
+
+
 def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record, threshold: float,
-                  statuses_to_keep, extra_types: dict[str, str] | None = None, carried=None):
+                  statuses_to_keep, extra_types: dict[str, str] | None = None, carried=None,
+                  decided: pd.DataFrame | None = None):
     """``(import table, its type codes, top-3 table, counts)`` from the predictions of ``items``.
+
+    ``decided``: the decisions of :func:`decide`, row for row with ``items``; they are written to the
+    :data:`DECISION_COLUMNS` (None: no decision columns).
 
     The input's other columns (``extra:<name>`` in ``items``) follow the annotation columns, those
     EcoTaxa would refuse left out (:func:`_carried_columns`; ``extra_types`` are their input type
@@ -459,15 +519,13 @@ def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record
     objects (:func:`write_outputs` builds the outputs block by block), else decided on ``items``.
     """
     items = items.reset_index(drop=True)
-    keep = set(statuses_to_keep)
     err = np.array([e is not None for e in errors], dtype=bool)
     n_cls = len(record.classes)
     safe = np.nan_to_num(probs, nan=-1.0)
     top = np.argsort(-safe, axis=1, kind="stable")[:, :min(TOP_K, n_cls)]
     best = top[:, 0] if len(items) else np.zeros(0, dtype=int)
     score = np.where(err, np.nan, safe[np.arange(len(items)), best]) if len(items) else np.zeros(0)
-    # a kept status needs its category: EcoTaxa refuses a status without one
-    kept = items["status"].isin(keep).to_numpy() & (items["category"].str.strip() != "").to_numpy() & ~err
+    kept = kept_mask(items, errors, statuses_to_keep)
     above = (score >= threshold) & ~err
     names = np.asarray(record.ecotaxa_names, dtype=object)
 
@@ -483,8 +541,17 @@ def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record
     })
     types = {"img_file_name": "[t]", "object_id": "[t]", "object_annotation_category": "[t]",
              "object_annotation_status": "[t]", "object_score": "[f]"}
+    if decided is not None:
+        decided = decided.reset_index(drop=True)
+        table["object_lokiml_decision"] = decided["decision"].to_numpy()[ok]
+        table["object_lokiml_node"] = decided["lineage_node"].to_numpy()[ok]
+        table["object_lokiml_p_correct"] = [_fmt(v) for v in decided["p_correct"].to_numpy()[ok]]
+        table["object_lokiml_review_rank"] = [str(int(v)) if v > 0 else "" for v in
+                                              decided["review_rank"].to_numpy()[ok]]
+        types.update(DECISION_COLUMNS)
+    own = _own_columns(n_cls, decided is not None)
     if carried is None:
-        columns, dropped = _carried_columns(items, ok, extra_types, own_numbers=1 + n_cls)
+        columns, dropped = _carried_columns(items, ok, extra_types, *own)
     else:
         codes, dropped = carried
         columns = {name: (_carried_values(items, name, ok), code) for name, code in codes.items()}
@@ -519,6 +586,9 @@ def build_outputs(items: pd.DataFrame, probs: np.ndarray, errors, record: Record
         "kept": int(kept.sum()),
         "unreadable": int(err.sum()),
     }
+    if decided is not None:
+        counts["trusted"] = int((decided["decision"] == "trusted").sum())
+        counts["to_check"] = int((decided["decision"] == "to_check").sum())
     return table, types, top3, {"counts": counts, "validated": accuracy, "dropped_columns": dropped,
                                 "unreadable_objects": items["object_id"][err].tolist()[:1000]}
 
@@ -549,10 +619,21 @@ def _as_png(data: bytes, name: str) -> bytes | None:
 BLOCK = 8192
 
 
+def _own_columns(n_classes: int, decisions: bool) -> tuple[int, int]:
+    """(number, text) custom object columns the prediction writes itself: the score, the probabilities and
+    the decision columns; EcoTaxa's room for custom columns is shared with the carried input columns."""
+    n = 1 + n_classes + (sum(c == "[f]" for c in DECISION_COLUMNS.values()) if decisions else 0)
+    t = sum(c == "[t]" for c in DECISION_COLUMNS.values()) if decisions else 0
+    return n, t
+
+
 def write_outputs(todo: pd.DataFrame, probs: np.ndarray, errors, record: Record, threshold: float,
                   statuses_to_keep, extra_types, out_table, out_zip, out_top3, read_bytes,
-                  block: int = BLOCK) -> dict:
-    """Write the import table, the zip bundle (the table at its root and its images) and the top-3 CSV.
+                  block: int = BLOCK, decided: pd.DataFrame | None = None, out_trusted=None,
+                  out_to_check=None) -> dict:
+    """Write the import table, the zip bundle (the table at its root and its images) and the top-3 CSV;
+    with ``decided`` (:func:`decide`) the decision columns, and the lists of the trusted objects and of
+    those to check (``out_trusted``, ``out_to_check``; :data:`LIST_COLUMNS`) in the order of the rows.
 
     Block by block, so that memory does not grow with the tables (only the object list and the
     probabilities, a few hundred bytes per object, are held). Images keep the names the table gives
@@ -561,7 +642,8 @@ def write_outputs(todo: pd.DataFrame, probs: np.ndarray, errors, record: Record,
     counts of :func:`build_outputs`.
     """
     ok_all = np.array([e is None for e in errors], dtype=bool)
-    codes, dropped = _carried_columns(todo, ok_all, extra_types, own_numbers=1 + len(record.classes))
+    codes, dropped = _carried_columns(todo, ok_all, extra_types, *_own_columns(len(record.classes),
+                                                                                decided is not None))
     carried = ({name: code for name, (_, code) in codes.items()}, dropped)
     del codes
     counts: Counter = Counter()
@@ -587,7 +669,13 @@ def write_outputs(todo: pd.DataFrame, probs: np.ndarray, errors, record: Record,
             written[name] = new
             z.writestr(zipfile.ZipInfo(posixpath.normpath(new), date_time=stamp), data, compress_type=zipfile.ZIP_STORED)
 
-    with atomic_path(out_table) as tmp_table, atomic_path(out_zip, suffix=".zip") as tmp_zip, \
+    lists = contextlib.ExitStack()
+    list_files = {}
+    for key, path in (("trusted", out_trusted), ("to_check", out_to_check)):
+        if path is not None and decided is not None:
+            list_files[key] = lists.enter_context(open(lists.enter_context(atomic_path(path)), "w",
+                                                       encoding="utf-8", newline=""))
+    with lists, atomic_path(out_table) as tmp_table, atomic_path(out_zip, suffix=".zip") as tmp_zip, \
             atomic_path(out_top3) as tmp_top3, zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as z:
         with open(tmp_table, "w", encoding="utf-8", newline="") as ft, open(tmp_top3, "w", newline="") as f3:
             # The BOM matters: EcoTaxa reads a table that does not start with one as Latin-1.
@@ -595,12 +683,15 @@ def write_outputs(todo: pd.DataFrame, probs: np.ndarray, errors, record: Record,
             w = csv.writer(ft, delimiter="\t", quotechar='"', lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
             for start in range(0, max(len(todo), 1), block):
                 end = start + block
+                part = decided.iloc[start:end] if decided is not None else None
                 table, types, top3, result = build_outputs(todo.iloc[start:end], probs[start:end], errors[start:end],
                                                            record, threshold, statuses_to_keep, extra_types,
-                                                           carried=carried)
+                                                           carried=carried, decided=part)
                 names = table["img_file_name"].tolist()
                 add_images(z, names)
                 table["img_file_name"] = [written[n] for n in names]
+                if list_files:
+                    _write_lists(list_files, table, part, start == 0)
                 if start == 0:
                     w.writerow(list(table.columns))
                     w.writerow([types[c] for c in table.columns])
@@ -621,55 +712,139 @@ def write_outputs(todo: pd.DataFrame, probs: np.ndarray, errors, record: Record,
     n_val = validated["validated_in_classes"]
     accuracy = {"validated_objects": validated["validated_objects"], "validated_in_classes": n_val,
                 "correct": validated["correct"], "accuracy": validated["correct"] / n_val if n_val else None}
-    return {"counts": {k: int(counts[k]) for k in ("predicted", "below_threshold", "kept", "unreadable")},
+    keys = ("predicted", "below_threshold", "kept", "unreadable") + (("trusted", "to_check") if decided is not None
+                                                                      else ())
+    return {"counts": {k: int(counts[k]) for k in keys},
             "validated": accuracy, "dropped_columns": dropped, "unreadable_objects": unreadable}
 
 
-def predict_job(input_path, model_path, record_path, name: str, out_table, out_zip, out_top3, out_summary,
-                threshold: float = 0.5, statuses_to_keep=("validated",), batch_size: int = 64,
-                threads: int = 2, chunk: int = 1024, model=None) -> dict:
-    """Classify the images of ``input_path`` with ``model_path``; write the outputs (module docstring)."""
-    record = load_record(record_path)
-    if record.model_sha1 and model is None and sha1_file(model_path) != record.model_sha1:
-        raise InputError(record_path, f"was recorded for another version of {model_path}",
-                         hint="make it again: snakemake --forcerun record_normalisation")
+def _write_lists(files: dict, table: pd.DataFrame, decided: pd.DataFrame, header: bool) -> None:
+    """Append one block's trusted objects and objects to check to their lists (tables of the same rows)."""
+    decided = decided.reset_index(drop=True)
+    ok = decided["decision"].to_numpy() != ""  # the table holds the readable rows only, in the same order
+    d = decided[ok].reset_index(drop=True)
+    rows = pd.DataFrame({
+        "review_rank": d["review_rank"].to_numpy(), "object_id": table["object_id"].to_numpy(),
+        "img_file_name": table["img_file_name"].to_numpy(),
+        "object_annotation_category": table["object_annotation_category"].to_numpy(),
+        "class_name": d["class_name"].to_numpy(), "probability": d["probability"].to_numpy(),
+        "threshold": d["threshold"].to_numpy(), "p_correct": d["p_correct"].to_numpy(),
+        "lineage_node": d["lineage_node"].to_numpy()}, columns=LIST_COLUMNS)
+    for key, fh in files.items():
+        rows[d["decision"].to_numpy() == key].to_csv(fh, sep="\t", header=header, index=False, lineterminator="\n",
+                                                     float_format="%.6f")
+
+
+def load_predictor(record: Record, record_path, model_path, cnn_model_path=None, model=None, cnn_model=None,
+                   batch_size: int = 64):
+    """The predictor of the experiment's kind (:mod:`lokiml.predictors`), its model files checked against the
+    SHA-1s of the record. ``model`` / ``cnn_model`` may be given instead of loading the files (tests)."""
+    from .predictors import DeepFeaturesPredictor, DescriptorPredictor
+
+    def check(path, sha1, what):
+        if sha1 and path is not None and Path(path).exists() and sha1_file(path) != sha1:
+            raise InputError(record_path, f"was recorded for another version of {what} {path}",
+                             hint="make it again: snakemake --forcerun record_normalisation")
+
+    n_cls = len(record.classes)
     if model is None:
+        check(model_path, record.model_sha1, "the model")
+    if record.kind == "cnn":
+        if model is None:
+            from .evaluate import load_classifier
+
+            model = load_classifier(model_path)
+        return CnnPredictor(model, record.params, n_cls, batch_size)
+    if model is None:
+        from .descriptors import load_model
+
+        model = load_model(model_path)
+    if record.kind == "descriptors":
+        return DescriptorPredictor(model, record.columns, n_cls, record.max_pixels)
+    if cnn_model is None:
+        if cnn_model_path is None:
+            raise InputError(record_path, "a deep_features experiment classifies with its CNN, and no CNN model "
+                                          "was given", hint="give cnn_model_path (the CNN's best.keras)")
+        check(cnn_model_path, record.cnn_model_sha1, "the CNN")
         from .evaluate import load_classifier
 
-        model = load_classifier(model_path)
+        cnn_model = load_classifier(cnn_model_path)
+    return DeepFeaturesPredictor(cnn_model, model, record.columns, record.params, n_cls, batch_size)
+
+
+def predict_job(input_path, model_path, record_path, name: str, out_table, out_zip, out_top3, out_summary,
+                threshold: float = 0.0, statuses_to_keep=("validated",), batch_size: int = 64,
+                threads: int = 2, chunk: int = 1024, model=None, decisions_path=None, out_trusted=None,
+                out_to_check=None, cnn_model_path=None, cnn_model=None) -> dict:
+    """Classify the objects of ``input_path`` with the experiment of ``model_path``; write the outputs (module
+    docstring). ``decisions_path``: the experiment's decisions.json (rule evaluate_decisions), whose per-class
+    thresholds decide trusted / to check (None: nothing is trusted, the order is by probability alone)."""
+    from .decisions import DecisionRule
+
+    record = load_record(record_path)
+    predictor = load_predictor(record, record_path, model_path, cnn_model_path, model, cnn_model, batch_size)
+    if decisions_path:
+        rule = DecisionRule.load(decisions_path)
+        if rule.classes != record.classes:
+            raise InputError(decisions_path, f"was made for the classes {rule.classes}, the model has "
+                                             f"{record.classes}",
+                             hint="make it again: snakemake --forcerun evaluate_decisions")
+    else:
+        rule = DecisionRule(record.classes, [None] * len(record.classes), [float("nan")] * len(record.classes))
     src = Input(input_path, img_rank=record.img_rank)
     try:
         items = src.items
         todo = items[items["outcome"] == "todo"].reset_index(drop=True)
-        log.info("%s: %d rows, %d objects to classify with %s (%d px, %d classes)", input_path, len(items),
-                 len(todo), model_path, record.params.size, len(record.classes))
-        # Two chunks of normalised images are in memory at a time (one predicted, one decoded): bound them.
-        chunk = max(1, min(chunk, max(batch_size, CHUNK_BYTES // (record.params.size ** 2))))
+        predictor.check_input(todo, input_path, src.kind)
+        size = record.params.size if record.params is not None else None
+        log.info("%s: %d rows, %d objects to classify with %s (%s experiment%s, %d classes)", input_path,
+                 len(items), len(todo), model_path, record.kind, f", {size} px" if size else "", len(record.classes))
+        if size:  # Two chunks of normalised images are in memory at a time (one predicted, one decoded): bound them.
+            chunk = max(1, min(chunk, max(batch_size, CHUNK_BYTES // (size ** 2))))
         progress = Progress(len(todo), f"predict {name}", log)
-        probs, errors = predict_images(model, todo["img_file_name"], src.read, record.params, len(record.classes),
-                                       batch_size=batch_size, chunk=chunk, threads=threads, progress=progress)
+        probs, errors = run_predictor(predictor, todo, src.read, chunk=chunk, threads=threads, progress=progress)
+        # decisions, and the order of the outputs: the objects most worth a look first
+        decided = decide(todo, probs, errors, rule, statuses_to_keep)
+        order = review_permutation(decided)
+        todo, probs = todo.iloc[order].reset_index(drop=True), probs[order]
+        errors = [errors[i] for i in order]
+        decided = decided.iloc[order].reset_index(drop=True)
         result = write_outputs(todo, probs, errors, record, threshold, statuses_to_keep, src.extra_types,
-                               out_table, out_zip, out_top3, src.read, block=BLOCK)
+                               out_table, out_zip, out_top3, src.read, block=BLOCK, decided=decided,
+                               out_trusted=out_trusted, out_to_check=out_to_check)
         del probs, errors
     finally:
         src.close()
-    _check_bundle(out_zip, todo, (out_table, out_zip, out_top3), threads)
+    _check_bundle(out_zip, todo, tuple(p for p in (out_table, out_zip, out_top3, out_trusted, out_to_check) if p),
+                  threads)
     dropped = items.loc[items["outcome"] != "todo", "outcome"].value_counts().to_dict()
     counts = {"rows": len(items), **result["counts"],
               **{k: int(dropped.get(k, 0)) for k in DROPPED_OUTCOMES}}
-    summary = {"name": name, "input": str(input_path), "model": str(model_path), "threshold": threshold,
-               "statuses_to_keep": list(statuses_to_keep), "classes": record.classes, "counts": counts,
-               "validated": result["validated"], "columns_not_carried": result["dropped_columns"],
+    per_class = {c: {"predicted": int(((decided["class_name"] == c) & (decided["decision"] != "kept")).sum()),
+                     "trusted": int(((decided["class_name"] == c) & (decided["decision"] == "trusted")).sum())}
+                 for c in record.classes}
+    summary = {"name": name, "input": str(input_path), "model": str(model_path), "kind": record.kind,
+               "threshold": threshold, "statuses_to_keep": list(statuses_to_keep), "classes": record.classes,
+               "counts": counts, "validated": result["validated"],
+               "decisions": {"source": str(decisions_path) if decisions_path else None,
+                             "thresholds": dict(zip(record.classes, rule.thresholds)),
+                             "target_precision": {c: (t if np.isfinite(t) else None)
+                                                  for c, t in zip(record.classes, rule.targets)},
+                             "per_class": per_class,
+                             "trusted_share": counts["trusted"] / max(counts["trusted"] + counts["to_check"], 1)},
+               "columns_not_carried": result["dropped_columns"],
                "unreadable_objects": result["unreadable_objects"]}
     write_json(out_summary, summary)
     acc = result["validated"]["accuracy"]
-    log.info("%s: %d predicted, %d below threshold %.2f (left unclassified), %d kept (%s), %d unreadable, "
+    log.info("%s: %d predicted, %d below threshold %.2f (left without a category), %d kept (%s), %d unreadable, "
              "%d missing image, %d missing object_id, %d other image rank, %d duplicate object_id%s", name,
              counts["predicted"], counts["below_threshold"], threshold, counts["kept"],
              "/".join(statuses_to_keep) or "-", counts["unreadable"], counts["missing_image"],
              counts["missing_object_id"], counts["other_image_rank"], counts["duplicate_object_id"],
              f"; accuracy on {result['validated']['validated_in_classes']} validated objects: {acc:.3f}"
              if acc is not None else "")
+    log.info("%s: %d trusted (no human look needed), %d to check (listed most likely wrong first in %s)", name,
+             counts["trusted"], counts["to_check"], out_to_check or "the import table")
     return summary
 
 
