@@ -199,6 +199,7 @@ rule collect_extra_objects:
         extra=f"{DATA}/extra_objects.tsv",
         counts=f"{DATA}/natural_counts.tsv",
     params:
+        code=library_code("collect_extra_objects"),
         max_per_class=config["decisions"]["max_capped_per_class"],
         max_unknowns=config["decisions"]["max_unknowns"],
         seed=config["split"]["seed"],
@@ -227,10 +228,13 @@ rule normalise_extra_images:
         npy=f"{DATA}/extra_images/{{size}}px.npy",
         index=f"{DATA}/extra_images/{{size}}px.tsv",
     params:
+        code=library_code("normalise_extra_images"),
         threshold=config["normalise"]["threshold"],
         polarity=config["normalise"]["polarity"],
         bottom_crop=config["normalise"]["bottom_crop"],
         max_pixels=config["normalise"]["max_pixels"],
+        max_bytes=config["normalise"]["max_bytes"],
+        canvas=config["normalise"]["canvas"],
         cache_dir="resources/cache/normalised",
     threads: 2
     resources:
@@ -310,6 +314,7 @@ rule evaluate_decisions:
     wildcard_constraints:
         experiment=one_of(EVALUATED_EXPERIMENTS),
     params:
+        code=library_code("evaluate_decisions"),
         decisions={k: config["decisions"][k] for k in ("target_precision", "class_precision", "confidence",
                                                       "abundance_by", "lineage")},
     conda:

@@ -14,7 +14,8 @@ def main(smk):
         out_index=smk.output.index,
         size=int(smk.wildcards.size),
         threads=smk.threads,
-        **dict(smk.params.items()),
+        mem_mb=smk.resources.get("mem_mb"),
+        **{k: v for k, v in smk.params.items() if k != "code"},  # code: the library digest (common.smk)
     )
 
 

@@ -223,18 +223,24 @@ def collect_extra_objects(export_path, ledger_path, objects_path, split_path, ou
 
 def normalise_extra_images(export_path, extra_path, out_npy, out_index, size: int, threshold: int = 245,
                            polarity: str = "dark", bottom_crop: float = 0.0, max_pixels: int = 100_000_000,
-                           threads: int = 1, cache_dir=None) -> pd.DataFrame:
-    """Rule normalise_extra_images: the extra objects' images at one size, in one store shard."""
+                           threads: int = 1, cache_dir=None, max_bytes: int = 100_000_000, mem_mb=None,
+                           canvas=None) -> pd.DataFrame:
+    """Rule normalise_extra_images: the extra objects' images at one size, in one store shard, normalised
+    exactly as the training images (the same parameters as rule normalise_images, canvas included)."""
+    import functools
+
+    from . import memory
     from .store import NormParams, normalise_shard
 
+    memory.set_budget(mem_mb)
     extra = read_tsv(extra_path)
     items = pd.DataFrame({"item_id": extra["item_id"], "image_ref": extra["image_ref"], "flip": 0, "angle": 0.0,
                           "dx": 0.0, "dy": 0.0})
     params = NormParams(size=int(size), threshold=threshold, polarity=polarity, bottom_crop=bottom_crop,
-                        max_pixels=max_pixels)
+                        max_pixels=max_pixels, canvas=int(canvas) if canvas else None)
     with open_export(export_path) as export:
-        return normalise_shard(items, export.read_image_by_ref, params, out_npy, out_index, threads=threads,
-                               cache_dir=cache_dir)
+        return normalise_shard(items, functools.partial(export.read_image_by_ref, max_bytes=max_bytes), params,
+                               out_npy, out_index, threads=threads, cache_dir=cache_dir)
 
 
 # --------------------------------------------------------------------------------------------
