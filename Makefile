@@ -22,8 +22,8 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(SNAKEMAKE) --workflow-profile profiles/workstation --cores $(CORES) --configfile config/demo.yaml
 
-## test: the whole test suite (unit, workflow, SLURM when available)
-test: $(STAMP)
+## test: the whole test suite (unit, workflow, the benchmarks' smoke runs, SLURM when available)
+test: $(STAMP) $(BENCH_STAMP)
 	$(VENV)/bin/python -m pytest -q -rs tests
 
 test-fast: $(STAMP)
@@ -40,7 +40,8 @@ dag: $(STAMP)
 report: $(STAMP)
 	$(SNAKEMAKE) --workflow-profile profiles/workstation --cores $(CORES) --configfile config/demo.yaml --report results/report.html
 
-## bench: every benchmarks/bench_*.py (with the extra packages of benchmarks/requirements.txt)
+## bench: every benchmarks/bench_*.py in full (hours; with the extra packages of benchmarks/requirements.txt).
+## make test runs each of them in its --smoke mode (seconds).
 $(BENCH_STAMP): benchmarks/requirements.txt $(STAMP)
 	$(VENV)/bin/pip install --quiet -r benchmarks/requirements.txt
 	rm -f $(VENV)/.bench-installed-*

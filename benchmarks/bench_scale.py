@@ -1,7 +1,11 @@
 """Scale benchmark: a cruise-sized synthetic export through the data-preparation stage.
 
 For N objects (default 10 000 and 100 000) it writes a synthetic EcoTaxa export
-(small LOKI-like JPEGs), then measures, each in a fresh Snakemake run:
+(``--images loki``, the default: LOKI-sized JPEGs, 300-1500 px sides, 0.85 Mpixel and
+~47 KB on average, copies of a pool of 64 distinct benchmarks/loki_like.py images, each
+copy with its own bytes; ``--images small``: 60-140 px ellipses, which stand for the
+costs that depend on the rows, not on the pixels: parsing, the ledger, the DAG, the
+cache look-ups), then measures, each in a fresh Snakemake run:
   * read_export (reading + ledger + image check): time and peak memory,
   * `snakemake -n` (DAG build) time,
   * normalisation: time and peak memory per job (Snakemake's benchmark files),
@@ -10,6 +14,7 @@ For N objects (default 10 000 and 100 000) it writes a synthetic EcoTaxa export
 and, separately, the reading stage alone on a 1 000 000-row TSV (no images).
 
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000 100000
+    .venv/bin/python benchmarks/bench_scale.py --smoke     # tiny sizes, seconds (run by the tests)
 Prints one line per figure; record them in benchmarks/README.md.
 """
 
@@ -33,6 +38,8 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+SMOKE = ["--sizes", "200", "--read-rows", "2000", "--images", "small"]
 
 CLASSES = ["Calanoida", "Chaetognatha", "Ostracoda", "detritus", "Appendicularia", "Noctiluca"]
 
@@ -50,8 +57,18 @@ def _image(i: int) -> bytes:
     return buf.getvalue()
 
 
-def write_export(folder: Path, n: int, start: int = 0) -> Path:
-    """Append objects start..start+n to the export in ``folder`` (created when missing)."""
+def image_maker(kind: str):
+    """``i -> JPEG bytes``: LOKI-sized (``loki``) or small (``small``) images."""
+    if kind == "small":
+        return _image
+    import loki_like
+
+    return loki_like.JpegPool(64, seed=0).image
+
+
+def write_export(folder: Path, n: int, start: int = 0, image=_image) -> Path:
+    """Append objects start..start+n to the export in ``folder`` (created when missing); ``image(i)``: the
+    bytes of object i's JPEG."""
     img_dir = folder / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     ids = np.arange(start, start + n)
@@ -59,7 +76,7 @@ def write_export(folder: Path, n: int, start: int = 0) -> Path:
     names = [f"images/{i:07d}.jpg" for i in ids]
 
     def write(i):
-        (folder / names[i - start]).write_bytes(_image(int(i)))
+        (folder / names[i - start]).write_bytes(image(int(i)))
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(write, ids))
@@ -85,8 +102,10 @@ def write_export(folder: Path, n: int, start: int = 0) -> Path:
 def snakemake(wd: Path, *args, env=None) -> float:
     t = time.perf_counter()
     # targets before --configfile, which takes several files
-    subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", "config/config.yaml",
-                    "bench.yaml"], cwd=wd, check=True, capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile",
+                          "config/config.yaml", "bench.yaml"], cwd=wd, capture_output=True, text=True, env=env)
+    if res.returncode:
+        sys.exit(f"snakemake {' '.join(args)} failed in {wd} ({res.returncode}):\n{(res.stdout + res.stderr)[-4000:]}")
     return time.perf_counter() - t
 
 
@@ -118,14 +137,15 @@ def job_usage(wd: Path) -> dict:
     return out
 
 
-def bench_workflow(n: int, keep: bool) -> None:
+def bench_workflow(n: int, keep: bool, images: str = "loki") -> None:
     wd = Path(tempfile.mkdtemp(prefix=f"lokiml-bench-{n}-"))
     for item in ["Snakefile", "config", "workflow"]:
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, wd / item)
     t = time.perf_counter()
-    write_export(wd / "export", n)
-    print(f"[{n}] synthetic export written in {time.perf_counter() - t:.1f} s")
+    image = image_maker(images)
+    write_export(wd / "export", n, image=image)
+    print(f"[{n}] synthetic export ({images} images) written in {time.perf_counter() - t:.1f} s")
     cap = max(100, n // len(CLASSES) // 2)
     (wd / "bench.yaml").write_text(
         f"export: export\nclasses: {CLASSES}\nbalance:\n  cap: {cap}\n  augment: false\n"
@@ -154,7 +174,7 @@ def bench_workflow(n: int, keep: bool) -> None:
     dag2 = snakemake(wd, "-n", *data_targets)
     print(f"[{n}] snakemake -n after the run: {dag2:.1f} s")
     # data update: 1 % new objects
-    write_export(wd / "export", max(1, n // 100), start=n)
+    write_export(wd / "export", max(1, n // 100), start=n, image=image)
     (wd / "logs").rename(wd / "logs.first-run")  # job logs append: keep the rerun's apart
     second = snakemake(wd, *data_targets)
     cached = total = 0
@@ -204,11 +224,16 @@ def main():
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--read-rows", type=int, default=1_000_000)
     ap.add_argument("--keep", action="store_true", help="keep the temporary workflow folders")
+    ap.add_argument("--images", choices=["loki", "small"], default="loki",
+                    help="LOKI-sized JPEGs (default) or small ones that stand for the row-bound costs only")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: " + " ".join(SMOKE))
     a = ap.parse_args()
+    if a.smoke:
+        a = ap.parse_args([*SMOKE, *sys.argv[1:]])
     if a.read_rows:
         bench_read_1m(a.read_rows)
     for n in a.sizes:
-        bench_workflow(n, a.keep)
+        bench_workflow(n, a.keep, a.images)
 
 
 if __name__ == "__main__":
