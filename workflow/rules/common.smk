@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from lokiml.config import validate_config, image_sizes  # noqa: E402
 from lokiml.errors import ConfigError  # noqa: E402
+from lokiml.machine import local_gpu_count  # noqa: E402
 
 try:
     _validated = validate_config(config)
@@ -21,6 +22,15 @@ config.update(_validated)
 DATA = "results/data"
 SIZES = image_sizes(config)
 SHARDS = list(range(config["normalise"]["shards"]))
+
+# Model jobs (training, evaluation, feature extraction, prediction): each runs TensorFlow on
+# MODEL_THREADS threads (the rule's `threads:`, which the job's script passes on; change it per rule
+# with `set-threads` in a profile; Snakemake caps it at --cores). Where this machine has GPUs, or jobs
+# go to a cluster, each model job also holds a `gpu` slot (profiles/workstation offers one: a GPU is
+# never shared); on a machine without GPUs it holds none, so model jobs run side by side, as many as
+# the cores allow (benchmarks/bench_demo_parallel.py).
+MODEL_THREADS = 4
+MODEL_GPU = 1 if (local_gpu_count() > 0 or not workflow.local_exec) else 0
 
 
 wildcard_constraints:

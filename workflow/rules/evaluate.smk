@@ -20,9 +20,9 @@ rule evaluate_model:
         batch_size=get_evaluation_batch_size,
         include_augmented=False,
         ece_bins=15,
-    threads: 2
+    threads: MODEL_THREADS
     resources:
-        gpu=1,
+        gpu=MODEL_GPU,
         mem_mb=8000,
         runtime=4 * 60,
     conda:

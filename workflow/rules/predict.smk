@@ -35,9 +35,9 @@ rule predict_images:
         summary=f"{PRED}/{{prediction}}/summary.json",
     params:
         job=get_prediction_params,
-    threads: 2
+    threads: MODEL_THREADS
     resources:
-        gpu=1,
+        gpu=MODEL_GPU,
         mem_mb=8000,
         runtime=4 * 60,
     conda:

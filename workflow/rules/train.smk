@@ -51,9 +51,9 @@ rule train_model:
         experiment=get_experiment_params,
         classes=config["classes"],
         state_dir=get_state_dir,
-    threads: 2
+    threads: MODEL_THREADS
     resources:
-        gpu=1,
+        gpu=MODEL_GPU,
         mem_mb=16000,
         runtime=24 * 60,
     conda:
@@ -113,9 +113,9 @@ rule extract_deep_features:
         experiment=one_of(DEEP_FEATURE_CNNS),
     params:
         batch_size=get_evaluation_batch_size,
-    threads: 2
+    threads: MODEL_THREADS
     resources:
-        gpu=1,
+        gpu=MODEL_GPU,
         mem_mb=8000,
         runtime=4 * 60,
     conda:

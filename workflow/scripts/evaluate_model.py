@@ -22,6 +22,7 @@ def main(smk):
         include_augmented=smk.params.include_augmented,
         batch_size=smk.params.batch_size,
         ece_bins=smk.params.ece_bins,
+        threads=smk.threads,
     )
 
 

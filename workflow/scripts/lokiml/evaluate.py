@@ -914,15 +914,21 @@ def summary_html(experiment: str, sections, results: dict) -> str:
 def evaluate_experiment(model_path, classes_path, history_path, info_path, split_path, store_npys, store_indexes,
                         classes, outputs: dict, experiment: str = "", params: dict | None = None,
                         include_augmented: bool = False, batch_size: int = 32, ece_bins: int = ECE_BINS,
-                        model=None) -> dict:
+                        model=None, threads: int | None = None) -> dict:
     """Evaluate one experiment on the validation and test splits and write every output.
 
     ``outputs`` maps names to paths: ``summary`` (text), ``summary_html``,
     ``curves`` (training curves figure), and for each split in ``SPLITS``
     ``{split}_{key}`` for each key of ``SPLIT_OUTPUTS``. ``model`` may be given
-    instead of loading ``model_path`` (tests). Returns the results per split.
+    instead of loading ``model_path`` (tests). ``threads``: TensorFlow's threads (the rule's
+    ``threads:``; set once per process; None leaves TensorFlow as it is). Returns the results per split.
     """
     from .store import Store
+
+    if threads is not None:
+        from .train import configure_tensorflow
+
+        configure_tensorflow(threads, {"mixed_precision": False, "xla": False})
 
     params = dict(params or {})
     trained = [line.strip() for line in Path(classes_path).read_text(encoding="utf-8").splitlines() if line.strip()]

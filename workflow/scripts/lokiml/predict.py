@@ -633,7 +633,9 @@ def predict_job(input_path, model_path, record_path, name: str, out_table, out_z
                          hint="make it again: snakemake --forcerun record_normalisation")
     if model is None:
         from .evaluate import load_classifier
+        from .train import configure_tensorflow
 
+        configure_tensorflow(threads, {"mixed_precision": False, "xla": False})  # the rule's threads
         model = load_classifier(model_path)
     src = Input(input_path, img_rank=record.img_rank)
     try:
