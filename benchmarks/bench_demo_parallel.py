@@ -163,6 +163,17 @@ def measure(jobs: list[Job], wd: Path, cores: int) -> list[str]:
     return missing
 
 
+def forward_passes(wd: Path) -> dict[str, list[tuple[str, int]]]:
+    """network -> [(job log, images)] from the jobs' "forward passes: N images through ..." lines."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for log in sorted((wd / "logs").rglob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if "forward passes: " in line:
+                n, network = line.split("forward passes: ")[1].split(" images through ")
+                out.setdefault(network.strip(), []).append((str(log.relative_to(wd / "logs")), int(n)))
+    return out
+
+
 def parallel_fraction(j: Job) -> float:
     """Amdahl's p from the job's own run: utilisation u = cpu / wall on t threads, u = 1 / ((1 - p) + p / t)."""
     t = j.measured_threads
@@ -286,6 +297,12 @@ def main(argv=None) -> int:
         missing = measure(jobs, wd, args.cores)
         if missing:
             print(f"no time found for {len(missing)} job(s), counted as 0 s: {', '.join(missing[:8])}")
+        passes = forward_passes(wd)
+        print(f"forward passes of stored images, from the job logs: {sum(n for v in passes.values() for _, n in v)} "
+              f"through {len(passes)} networks")
+        for network, where in sorted(passes.items()):
+            print(f"  {sum(n for _, n in where):6d} through {network}: "
+                  + ", ".join(f"{n} in {log}" for log, n in where))
     if tmp is not None and not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -23,6 +23,8 @@ def main(smk):
         batch_size=smk.params.batch_size,
         ece_bins=smk.params.ece_bins,
         threads=smk.threads,
+        # the frozen base's features, computed once (rule compute_base_features), where they apply
+        base_features=(smk.input.base_features, smk.input.base_index) if "base_features" in smk.input.keys() else None,
     )
 
 

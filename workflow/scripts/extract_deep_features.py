@@ -16,6 +16,8 @@ def main(smk):
         out_index=smk.output.index,
         batch_size=smk.params.batch_size,
         threads=smk.threads,
+        # the frozen base's features, computed once (rule compute_base_features), where they apply
+        base_features=(smk.input.base_features, smk.input.base_index) if "base_features" in smk.input.keys() else None,
     )
 
 
