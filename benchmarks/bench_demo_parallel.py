@@ -12,11 +12,13 @@
 3. Each job's measured wall time and CPU time come from its Snakemake benchmark file, or, for the
    small rules without one, from the "job finished" line of its log (wall time, one thread).
 4. A model of a job on ``t`` threads: its CPU time ``W`` (the work, in core-seconds, which a busy
-   machine hardly changes) split by Amdahl's law, ``W ((1 - p) + p / t)``, with ``p`` the job's
-   parallel fraction. Three values of ``p`` are printed: 1 (every thread fully used: the lower
-   bound), 0 (threads give nothing: only jobs side by side help, the upper bound), and ``p`` measured
-   from the job itself (its CPU time / wall time on its threads in this run; only meaningful on a
-   quiet machine, see the load printed).
+   machine changes far less than wall time) split by Amdahl's law, ``W ((1 - p) + p / t)``, with ``p``
+   the parallel fraction. Three values of ``p`` are printed: 1 (every thread fully used: the lower
+   bound), 0 (threads give nothing: only jobs side by side help, the upper bound), and ``p``
+   calibrated here (``--p`` to give it): training steps of the demo's InceptionV3 at 96 px on 1 and on
+   2 threads, alternating in child processes (on a busy machine each thread still gets its share of
+   the CPU, so the ratio holds better than the times). Each job's own CPU time / wall time gives its
+   ``p`` too, printed for the model jobs, but only on a quiet machine.
 5. A simulation of the scheduler on ``C`` cores: jobs start in Snakemake's order as soon as their
    inputs exist and enough cores (and GPU slots) are free, each taking ``min(threads, C)`` cores. Two
    profiles are compared: the old one (every model job holds the one ``gpu`` slot, so model jobs run
@@ -24,10 +26,11 @@
    without GPUs model jobs ask for no GPU slot and run side by side, ``--model-threads`` threads each,
    as ``threads:`` of the rules or the profile's ``set-threads`` give them).
 
-The model is checked against the measurement: the 2-core simulation with the measured ``p`` should
-come near the measured wall time (the difference is Snakemake's own overhead and the machine's
-load). More cores were not available where this was written (a 2-core CI machine); the figures for
-more cores are this model's, not measurements.
+The model is checked against the measurement: the 2-core simulation should come near the measured
+wall time on a quiet machine (the difference is Snakemake's own overhead: job start-up, the DAG, the
+local rules in its own process). More cores were not available where this was written (a 2-core CI
+machine); the figures for more cores are this model's, not measurements. The job logs' forward-pass
+lines (lokiml/base_features.py) are summed too: how often stored images went through which network.
 """
 
 from __future__ import annotations
@@ -184,7 +187,8 @@ def parallel_fraction(j: Job) -> float:
 
 
 def duration(j: Job, threads: int, p: float | None) -> float:
-    """Modelled wall time of ``j`` on ``threads`` threads (``p`` None: the job's measured fraction)."""
+    """Modelled wall time of ``j`` on ``threads`` threads: its work split by Amdahl's law with parallel
+    fraction ``p`` (None: the job's own, from its CPU and wall time)."""
     if p is None:
         p = parallel_fraction(j)
     work = j.cpu if j.cpu > 0 else j.wall
@@ -235,6 +239,47 @@ def simulate(jobs: list[Job], deps: dict[int, set[int]], cores: int, model_threa
     return now
 
 
+def step_seconds(threads: int, steps: int) -> float:
+    """Seconds per training step of a demo-sized model job on ``threads`` TensorFlow threads (run in a
+    child process: TensorFlow's thread pools are set once per process)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
+    from lokiml import models
+    from lokiml.train import configure_tensorflow
+
+    configure_tensorflow(threads, {"mixed_precision": False, "xla": False})
+    model, _ = models.build_model("inceptionv3", 7, 96)  # the demo's InceptionV3 at 96 px, batch 32
+    models.compile_model(model, "rmsprop", 0.001)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (32, 96, 96, 1), dtype=np.uint8)
+    y = rng.integers(0, 7, 32)
+    model.train_on_batch(x, y)  # tracing
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return (time.perf_counter() - t0) / steps
+
+
+def calibrate(max_threads: int, steps: int, rounds: int = 2) -> float:
+    """Amdahl's p of a model job from training steps on 1 and ``max_threads`` threads, alternating in
+    child processes; the best time of each. Under load each thread gets its share of the CPU, so the
+    ratio holds better than the absolute times."""
+    best = {1: float("inf"), max_threads: float("inf")}
+    for _ in range(rounds):
+        for t in best:
+            out = subprocess.run([sys.executable, __file__, "--step-time", str(t), "--steps", str(steps)],
+                                 capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"calibration failed:\n{out.stderr[-3000:]}")
+            best[t] = min(best[t], float(out.stdout.strip().splitlines()[-1]))
+    speedup = best[1] / best[max_threads]
+    p = (1 - 1 / speedup) / (1 - 1 / max_threads)
+    print(f"calibration: a training step of InceptionV3 at 96 px, batch 32: {best[1]:.2f} s on 1 thread, "
+          f"{best[max_threads]:.2f} s on {max_threads}: {speedup:.2f}x, parallel fraction p = {min(1, max(0, p)):.2f}")
+    return min(1.0, max(0.0, p))
+
+
 def snakemake(wd: Path, *args: str, cores: int) -> subprocess.CompletedProcess:
     stub = wd / ".stub-bin"  # SLURM's scontrol probe of the executor plugin, where SLURM is installed but idle
     stub.mkdir(exist_ok=True)
@@ -260,8 +305,15 @@ def main(argv=None) -> int:
     ap.add_argument("--model-cores", default="2,4,8,16,32", help="cores to model (default 2,4,8,16,32)")
     ap.add_argument("--model-threads", default="2,4,8", help="threads per model job to model (default 2,4,8)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary project copy of the run")
+    ap.add_argument("--p", type=float, help="parallel fraction of the model jobs (default: calibrated here, from "
+                    "training steps on 1 and 2 threads)")
+    ap.add_argument("--steps", type=int, default=3, help="training steps per calibration run (default 3)")
     ap.add_argument("--smoke", action="store_true", help="no run: the demo's DAG with made-up job times (seconds)")
+    ap.add_argument("--step-time", type=int, help=argparse.SUPPRESS)  # child: seconds per step on N threads
     args = ap.parse_args(argv)
+    if args.step_time:
+        print(step_seconds(args.step_time, args.steps))
+        return 0
 
     tmp = None
     measured = None
@@ -311,24 +363,30 @@ def main(argv=None) -> int:
           f"model jobs {sum(j.cpu for j in model_jobs):.0f}; sum of measured wall times {sum(j.wall for j in jobs):.0f} s")
     ps = [parallel_fraction(j) for j in model_jobs if j.measured_threads > 1]
     if ps:
-        print(f"measured parallel fraction of the model jobs on {args.cores} threads: median {sorted(ps)[len(ps) // 2]:.2f} "
-              f"(min {min(ps):.2f}, max {max(ps):.2f})")
-    old = simulate(jobs, deps, args.cores, 2, 1, None)
-    print(f"model check, {args.cores} cores, old profile, measured p: {old:.0f} s"
-          + (f" vs {measured:.0f} s measured ({measured / old:.2f}x: Snakemake's overhead and the load)"
+        print(f"parallel fraction of the model jobs from their own CPU/wall time on {args.cores} threads: median "
+              f"{sorted(ps)[len(ps) // 2]:.2f} (min {min(ps):.2f}, max {max(ps):.2f}; near 0 on a busy machine)")
+    if args.p is not None:
+        p = args.p
+    elif args.smoke:
+        p = 0.75  # made up, like the job times
+    else:
+        p = calibrate(2, args.steps)
+    old = simulate(jobs, deps, args.cores, 2, 1, p)
+    print(f"model check, {args.cores} cores, old profile, p = {p:.2f}: {old:.0f} s"
+          + (f" vs {measured:.0f} s measured ({measured / old:.2f}x: Snakemake's own overhead, and the load)"
              if measured else ""))
 
     cores = [int(c) for c in args.model_cores.split(",")]
     threads = [int(t) for t in args.model_threads.split(",")]
-    print("\nmodelled wall time of the demo (s), without Snakemake's overhead; p = 1 / measured / 0")
-    header = f"  {'profile':<52s}" + "".join(f"{f'{c} cores':>22s}" for c in cores)
-    print(header)
+    print(f"\nmodelled wall time of the demo (s), without Snakemake's overhead; every job's work as measured, "
+          f"spread over its threads with p = 1 / {p:.2f} / 0")
+    print(f"  {'profile':<52s}" + "".join(f"{f'{c} cores':>22s}" for c in cores))
     rows = [("old: one model job at a time (gpu=1), 2 threads", 2, 1)]
     rows += [(f"now, no GPU: model jobs side by side, {t} threads", t, None) for t in threads]
     for label, t, gpu in rows:
         cells = []
         for c in cores:
-            lo, mid, hi = (simulate(jobs, deps, c, t, gpu, p) for p in (1.0, None, 0.0))
+            lo, mid, hi = (simulate(jobs, deps, c, t, gpu, q) for q in (1.0, p, 0.0))
             cells.append(f"{lo:6.0f} /{mid:6.0f} /{hi:6.0f}")
         print(f"  {label:<52s}" + "".join(f"{cell:>22s}" for cell in cells))
     return 0
