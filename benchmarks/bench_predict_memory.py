@@ -41,7 +41,7 @@ SMOKE = ["--sizes", "40", "80", "--size", "32", "--batch", "16", "--images", "sm
 
 
 def write_images(folder: Path, n: int, kind: str) -> None:
-    from bench_scale import image_maker
+    from loki_like import image_maker
 
     image = image_maker(kind)
     folder.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ EXPECTED = {
     "bench_predict.py": [r"ratio \(whole run, wall\): [\d.]+x", r"prepare images.*[\d.]+x"],
     "bench_predict_memory.py": [r"peak RSS at \d+ images vs \d+"],
     "bench_scale.py": [r"read_export: [\d.]+ s", r"data update \(\+1 %\): rerun"],
+    "bench_split.py": [r"existing objects"],
 }
 
 
