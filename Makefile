@@ -26,7 +26,7 @@ run: $(STAMP)
 	@echo "Done. The report: $(CURDIR)/results/report.html (open it in a web browser)."
 	@echo "Start with its 1. Leaderboard and 2. Data pages; logs are in logs/, results in results/."
 
-## test: the whole test suite (unit, workflow, SLURM when available)
+## test: the whole test suite (unit, workflow, the benchmarks' smoke runs, SLURM when available)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -rs tests
 
@@ -45,14 +45,18 @@ report: $(STAMP)
 	$(SNAKEMAKE) --workflow-profile profiles/workstation --cores $(CORES) --configfile config/demo.yaml --report results/report.html
 	@echo "The report: $(CURDIR)/results/report.html"
 
-## bench: every benchmarks/bench_*.py (with the extra packages of benchmarks/requirements.txt)
+## bench: every benchmarks/bench_*.py in full (hours; after make run, whose results/data bench_time_to_accuracy
+## trains on; with the extra packages of benchmarks/requirements.txt).
+## make test runs each of them in its --smoke mode (seconds).
 $(BENCH_STAMP): benchmarks/requirements.txt $(STAMP)
 	$(VENV)/bin/pip install --quiet -r benchmarks/requirements.txt
 	rm -f $(VENV)/.bench-installed-*
 	touch $@
 
 bench: $(STAMP) $(BENCH_STAMP)
-	for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
+	for b in benchmarks/bench_*.py; do \
+	  case $$b in *time_to_accuracy*) args="--data results/data";; *) args="";; esac; \
+	  $(VENV)/bin/python $$b $$args || exit 1; done
 
 clean:
 	rm -rf results logs .snakemake benchmarks/out

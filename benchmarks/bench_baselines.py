@@ -1,6 +1,7 @@
 """lokiml's descriptor baselines against plain scikit-learn defaults, on real EcoTaxa data, on the same folds.
 
     .venv/bin/python benchmarks/bench_baselines.py [--repeats 2] [--folds 5] [--only zooscan_validated,...]
+    .venv/bin/python benchmarks/bench_baselines.py --smoke    # tara_zooscan, 2 folds once: seconds (the tests)
 
 For each data set and feature set: repeated stratified 5-fold cross-validation over every object
 (``lokiml.estimates.fold_plan``, the folds of rule ``estimate_descriptors``). On every fold, the same
@@ -147,7 +148,10 @@ def main(argv=None) -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated data set names")
+    ap.add_argument("--smoke", action="store_true", help="tara_zooscan (no images), 2 folds, once: seconds")
     a = ap.parse_args(argv)
+    if a.smoke:
+        a.folds, a.repeats, a.only = 2, 1, "tara_zooscan"
     import logging
 
     logging.basicConfig(level=logging.WARNING)

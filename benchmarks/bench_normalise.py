@@ -1,6 +1,7 @@
 """Benchmark: normalisation throughput per core, lokiml's store against the seed's image-by-image JPEG loop.
 
     .venv/bin/python benchmarks/bench_normalise.py [--n 200 --sizes 1000,1530,299]
+    .venv/bin/python benchmarks/bench_normalise.py --smoke     # tiny sizes, seconds (run by the tests)
 
 Writes ``--n`` LOKI-like JPEGs (benchmarks/loki_like.py: 300-1500 px sides, varied aspect ratios,
 a dark organism on a near-white noisy background, three equal channels like the LOKI JPEGs the
@@ -50,66 +51,35 @@ sys.path.insert(0, str(HERE))
 
 TOLERANCE = 245  # the seed's cropImageTolerance
 LOKIML = "lokiml normalise_shard (uint8 store)"
+SMOKE = ["--n", "4", "--sizes", "64"]
 
 
-def _crop(path: Path) -> np.ndarray:
-    """The seed's reading and crop: skimage.io.imread, channel 0, the box of the pixels darker than 245."""
-    import skimage.io
-
-    img = skimage.io.imread(path)
-    if img.ndim == 3:
-        img = img[:, :, 0]                                   # "reduce dimension"
-    mask = img < TOLERANCE                                   # crop_image(img, tol)
-    return img[np.ix_(mask.any(1), mask.any(0))]
-
-
-def _paste(crop: np.ndarray, side: int):
-    """The seed's centring: the crop pasted in the middle of a white ``side`` x ``side`` canvas (PIL)."""
-    from PIL import Image
-
-    pil = Image.fromarray(crop.astype("uint8"))
-    w, h = pil.size
-    canvas = Image.new("L", (side, side), "white")
-    canvas.paste(pil, ((side - w) // 2, (side - h) // 2))
-    return canvas
+def _timed(fn, *args) -> tuple[float, float]:
+    """(CPU s, wall s) of ``fn(*args)``."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn(*args)
+    return time.process_time() - c0, time.perf_counter() - t0
 
 
 def seed_step2(paths, out_dir: Path) -> tuple[float, float]:
-    """The seed's step 2 as written: every crop on a canvas of the dataset's largest crop, one JPEG each."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    c0, t0 = time.process_time(), time.perf_counter()
-    crops = [_crop(p) for p in paths]                        # the seed reads every image first
-    side = max(max(c.shape) for c in crops)                  # maxHeight(croppedImages)
-    for crop, p in zip(crops, paths):
-        _paste(crop, side).save(out_dir / p.name)
-    return time.process_time() - c0, time.perf_counter() - t0
+    """The seed's step 2 as written (seed_baseline.step2): crops on a canvas of the dataset's largest crop."""
+    from seed_baseline import step2
+
+    return _timed(step2, paths, out_dir)
 
 
 def seed_scale(paths, step2_dir: Path, out_dir: Path, size: int) -> tuple[float, float]:
-    """The missing scaling step, reconstructed with scikit-image: read, resize, save a JPEG per image."""
-    import skimage.io
-    import skimage.transform
-    import skimage.util
+    """The missing scaling step, reconstructed with scikit-image (seed_baseline.scale_step)."""
+    from seed_baseline import scale_step
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    c0, t0 = time.process_time(), time.perf_counter()
-    for p in paths:
-        img = skimage.io.imread(step2_dir / p.name)
-        out = skimage.util.img_as_ubyte(skimage.transform.resize(img, (size, size)))
-        skimage.io.imsave(out_dir / p.name, out, check_contrast=False)
-    return time.process_time() - c0, time.perf_counter() - t0
+    return _timed(scale_step, paths, step2_dir, out_dir, size)
 
 
 def seed_cheapest(paths, out_dir: Path, size: int) -> tuple[float, float]:
-    """The seed's steps in one pass, each crop on its own square, PIL's resize: a lower bound of its cost."""
-    from PIL import Image
+    """The seed's steps in one pass, PIL's resize (seed_baseline.prepare_cheapest): a lower bound of its cost."""
+    from seed_baseline import prepare_cheapest
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    c0, t0 = time.process_time(), time.perf_counter()
-    for p in paths:
-        crop = _crop(p)
-        _paste(crop, max(crop.shape)).resize((size, size), Image.Resampling.LANCZOS).save(out_dir / p.name)
-    return time.process_time() - c0, time.perf_counter() - t0
+    return _timed(prepare_cheapest, paths, out_dir, size)
 
 
 def run_lokiml(paths, out_dir: Path, size: int) -> tuple[float, float, np.ndarray]:
@@ -142,7 +112,10 @@ def main(argv=None) -> int:
                     help="target sizes in px, comma-separated (default 1000,1530,299: the seed's two and a small one)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", help="keep images and outputs here (default: a temporary folder)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: " + " ".join(SMOKE))
     args = ap.parse_args(argv)
+    if args.smoke:
+        args = ap.parse_args([*SMOKE, *(argv if argv is not None else sys.argv[1:])])
     logging.basicConfig(level=logging.WARNING)
     import loki_like
     import PIL

@@ -1,9 +1,12 @@
 """Prediction at cruise scale: peak memory and throughput of the predict job at N = 10 000 and 100 000.
 
     .venv/bin/python benchmarks/bench_predict_memory.py [--sizes 10000 100000 --size 64 --model mobilenetv2]
+    .venv/bin/python benchmarks/bench_predict_memory.py --smoke    # tiny sizes, seconds (run by the tests)
 
-For each N it writes a plain folder of N synthetic LOKI-like JPEGs (varied sizes, one dark
-ellipse on a light background), saves an untrained classifier (lokiml.models.build_model: the
+For each N it writes a plain folder of N synthetic JPEGs (``--images loki``, the default: LOKI-sized,
+300-1500 px sides, copies of a pool of distinct benchmarks/loki_like.py images, each with its own
+bytes; ``--images small``: 60-140 px ellipses, which stand for the per-object costs only: tables,
+zip directory, import check), saves an untrained classifier (lokiml.models.build_model: the
 cost, not the accuracy, is measured) with its normalisation record, and runs the whole predict
 job (:func:`lokiml.predict.predict_job`: listing, chunked threaded decoding and normalisation,
 batched prediction, the EcoTaxa import table, the top-3 CSV, the zip bundle with all N images,
@@ -34,13 +37,17 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def write_images(folder: Path, n: int) -> None:
-    from bench_scale import _image
+SMOKE = ["--sizes", "40", "80", "--size", "32", "--batch", "16", "--images", "small"]
 
+
+def write_images(folder: Path, n: int, kind: str) -> None:
+    from loki_like import image_maker
+
+    image = image_maker(kind)
     folder.mkdir(parents=True, exist_ok=True)
 
     def write(i):
-        (folder / f"{i:07d}.jpg").write_bytes(_image(i))
+        (folder / f"{i:07d}.jpg").write_bytes(image(i))
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(write, range(n)))
@@ -73,8 +80,13 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="mobilenetv2")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--images", choices=["loki", "small"], default="loki",
+                    help="LOKI-sized JPEGs (default) or small ones that stand for the per-object costs only")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: " + " ".join(SMOKE))
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args = ap.parse_args([*SMOKE, *(argv if argv is not None else sys.argv[1:])])
     if args.child:
         return child(args.child, args.threads, args.batch)
 
@@ -86,8 +98,8 @@ def main(argv=None) -> None:
         wd = Path(tempfile.mkdtemp(prefix=f"lokiml-predict-{n}-"))
         try:
             t = time.perf_counter()
-            write_images(wd / "images", n)
-            print(f"[{n}] {n} JPEGs written in {time.perf_counter() - t:.1f} s")
+            write_images(wd / "images", n, args.images)
+            print(f"[{n}] {n} JPEGs ({args.images}) written in {time.perf_counter() - t:.1f} s")
             model, _ = models.build_model(args.model, 7, args.size)
             model.save(wd / "model.keras")
             (wd / "classes.txt").write_text("".join(f"class{k}\n" for k in range(7)))

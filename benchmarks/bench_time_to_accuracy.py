@@ -17,6 +17,7 @@ and the recipe's time to the seed's best F1 as a ratio. With ``--demo`` it first
 (Snakemake, config/demo.yaml) in a scratch folder.
 
     nice -n 10 .venv/bin/python benchmarks/bench_time_to_accuracy.py --data DIR/results/data --size 96 --minutes 6
+    .venv/bin/python benchmarks/bench_time_to_accuracy.py --smoke     # synthetic shapes, one epoch (the tests)
 
 ``--data``: a folder with ``split.tsv`` and ``images/{size}px/shard*.npy`` as the workflow writes them.
 Results: benchmarks/out/time_to_accuracy.tsv (and .svg); figures in benchmarks/README.md.
@@ -70,7 +71,7 @@ def configs(size: int, epochs: int, control: bool) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--data", type=Path, help="results/data of a workflow run (required unless --smoke)")
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--minutes", type=float, default=5.0, help="training budget per configuration")
     ap.add_argument("--epochs", type=int, default=60, help="planned epochs (the schedule's length)")
@@ -78,7 +79,23 @@ def main(argv=None) -> None:
     ap.add_argument("--no-control", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "time_to_accuracy.tsv")
+    ap.add_argument("--smoke", action="store_true", help="36 synthetic 32 px images of 3 shapes in a temporary "
+                    "folder, the recipe only (the seed's InceptionV3 needs 75 px and minutes), one epoch: that it "
+                    "still runs")
     args = ap.parse_args(argv)
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="tta_smoke_") as tmp:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from bench_cached_features import make_store
+
+            data = Path(tmp) / "data"
+            (data / "images" / "32px").mkdir(parents=True)
+            make_store(data / "images" / "32px", 36, 32)
+            (data / "images" / "32px" / "split.tsv").rename(data / "split.tsv")
+            return main(["--data", str(data), "--size", "32", "--minutes", "0", "--epochs", "2", "--no-control",
+                         "--only", "recipe", "--out", str(Path(tmp) / "tta.tsv")])
+    if args.data is None:
+        ap.error("--data is required (or --smoke)")
 
     import pandas as pd
 

@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SLURM_RULES = {"read_export", "normalise_images", "train_model", "evaluate_model"}  # must be SLURM jobs
 LOCAL_RULES = {"make_demo_export", "balance_classes", "split_dataset", "summarise_data", "make_demo_weights",
                "plot_data_summary", "make_leaderboard", "all"}  # small: must run inside Snakemake
-GPU_RULES = {"train_model", "evaluate_model", "predict_images"}
+GPU_RULES = {"train_model", "evaluate_model", "predict_images", "compute_base_features"}
 RUN_SECONDS = 900  # one workflow run; Snakemake ignores SIGTERM while it polls SLURM, hence timeout -k
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
                 "DEADLINE", "PREEMPTED"}

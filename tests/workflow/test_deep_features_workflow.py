@@ -74,3 +74,25 @@ def test_second_run_does_nothing_and_a_grid_change_does_not_extract_again(deep_r
     counts = jobs_to_run(wd, *CONFIG, "grid.yaml")
     assert set(counts) - {"all"} == {"train_deep_features", "estimate_deep_features", "evaluate_deep_features",
                                      "make_leaderboard", "evaluate_decisions", "record_normalisation"}, counts
+
+
+def test_every_image_goes_through_the_frozen_base_once(deep_run):
+    """tiny's base is pre-trained and frozen: training, evaluation and the deep features all read its
+    features, computed once by compute_base_features (lokiml/base_features.py), from the job logs'
+    "forward passes: N images through ..." lines. (Before: train + valid in training, valid + test in
+    evaluation, every original again in the extraction.)"""
+    wd, _ = deep_run
+    passes = {}
+    for log in (wd / "logs").rglob("*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "forward passes: " in line:
+                n, network = line.split("forward passes: ")[1].split(" images through ")
+                passes.setdefault(log.parent.name, []).append((int(n), network))
+    store = pd.concat([pd.read_csv(p, sep="\t", keep_default_na=False)
+                       for p in sorted((wd / "results" / "data" / "images" / "48px").glob("shard*.tsv"))])
+    distinct = int((store["status"] == "ok").sum())
+    assert list(passes) == ["compute_base_features"], passes  # no other job puts an image through a network
+    [(n, network)] = passes["compute_base_features"]
+    assert n == distinct and "frozen mobilenetv2 base" in network and "48 px" in network, (n, distinct, network)
+    info = (wd / "results" / "experiments" / "tiny" / "train_info.json").read_text()
+    assert '"cached_features": true' in info

@@ -2,6 +2,7 @@
 # Nothing heavy happens here: the export is read by rule read_export, not at DAG-build time.
 
 import copy
+import hashlib
 import re
 import os
 import sys
@@ -68,6 +69,7 @@ if workflow.overwrite_configfiles and not _module_config and not config.get("kee
             f"experiments: only those of the --configfile files ({', '.join(sorted(_given)) or 'none'}); "
             f"not run: {', '.join(_dropped)} (set keep_shipped_experiments: true to keep config/config.yaml's)"
         )
+from lokiml.machine import local_gpu_count  # noqa: E402
 
 try:
     _validated = validate_config(config)
@@ -79,6 +81,15 @@ config.update(_validated)
 DATA = "results/data"
 SIZES = image_sizes(config)
 SHARDS = list(range(config["normalise"]["shards"]))
+
+# Model jobs (training, evaluation, feature extraction, prediction): each runs TensorFlow on
+# MODEL_THREADS threads (the rule's `threads:`, which the job's script passes on; change it per rule
+# with `set-threads` in a profile; Snakemake caps it at --cores). Where this machine has GPUs, or jobs
+# go to a cluster, each model job also holds a `gpu` slot (profiles/workstation offers one: a GPU is
+# never shared); on a machine without GPUs it holds none, so model jobs run side by side, as many as
+# the cores allow (benchmarks/bench_demo_parallel.py).
+MODEL_THREADS = 4
+MODEL_GPU = 1 if (local_gpu_count() > 0 or not workflow.local_exec) else 0
 
 
 wildcard_constraints:
@@ -101,7 +112,7 @@ def gpus(rule):
     given = workflow.resource_settings.overwrite_resources.get(rule) or {}
     gres = given.get("gres") if hasattr(given, "get") else None
     gres = getattr(gres, "raw", gres)  # a parsed Resource (its text as given) or a plain value
-    return 0 if gres and "gpu" in str(gres) else 1
+    return 0 if gres and "gpu" in str(gres) else MODEL_GPU
 
 
 def get_display_normalisation():
@@ -281,6 +292,69 @@ def get_weights_file(experiment):
     return w
 
 
+FEAT = "results/features"
+
+
+def base_features_key(experiment):
+    """The frozen-base features an experiment's head trains on (rule compute_base_features), or None.
+
+    A CNN experiment with a pre-trained frozen base and no augmentation, unless cache_features is
+    false (then the full network runs every epoch). The key names backbone, weights and image size:
+    experiments that share all three share the features.
+    """
+    exp = config["experiments"][experiment]
+    if exp["kind"] != "cnn" or exp["weights"] == "none" or exp["augment"] or exp["cache_features"] is False:
+        return None
+    if exp["weights"] == "imagenet":
+        tag = "imagenet"
+    else:
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(exp["weights"]).name.split(".")[0]) or "weights"
+        tag = f"{stem}-{hashlib.sha1(str(exp['weights']).encode()).hexdigest()[:8]}"
+    return f"{exp['model'].lower()}-{tag}-{exp['image_size']}px"
+
+
+def base_features_reused(experiment):
+    """Whether evaluation and deep-feature extraction read the base features too: yes when the frozen
+    base is never fine-tuned, so that the best checkpoint's base is the one the features came from."""
+    return base_features_key(experiment) is not None and not config["experiments"][experiment]["fine_tune"]
+
+
+# key -> what rule compute_base_features computes, and for which experiments
+BASE_FEATURES = {}
+for _name in CNN_EXPERIMENTS:
+    _key = base_features_key(_name)
+    if _key:
+        BASE_FEATURES.setdefault(_key, {"experiments": []})["experiments"].append(_name)
+for _key, _entry in BASE_FEATURES.items():
+    _exps = [config["experiments"][n] for n in _entry["experiments"]]
+    _mixed = {e["mixed_precision"] for e in _exps}
+    _entry.update(
+        model=_exps[0]["model"].lower(),
+        weights=get_weights_file(_entry["experiments"][0]),
+        image_size=_exps[0]["image_size"],
+        # the smallest training batch size of its experiments: known to fit the device's memory
+        batch_size=min(e["batch_size"] for e in _exps),
+        mixed_precision=_mixed.pop() if len(_mixed) == 1 else "auto",
+    )
+
+
+def get_base_features_inputs(wildcards):
+    """Inputs of compute_base_features: the base's weights and the image store of its size."""
+    entry = BASE_FEATURES[wildcards.features]
+    shards = get_shards(entry["image_size"])
+    return {"weights": entry["weights"], "npys": shards["npy"], "indexes": shards["index"]}
+
+
+def get_base_features_params(wildcards):
+    entry = BASE_FEATURES[wildcards.features]
+    return {k: entry[k] for k in ("model", "image_size", "batch_size", "mixed_precision")}
+
+
+def base_features_inputs(experiment):
+    key = base_features_key(experiment)
+    return {"base_features": f"{FEAT}/{key}/base.npy", "base_index": f"{FEAT}/{key}/base.tsv"} if key else {}
+
+
 def get_training_inputs(wildcards):
     exp = config["experiments"][wildcards.experiment]
     size = exp["image_size"]
@@ -289,6 +363,7 @@ def get_training_inputs(wildcards):
     weights = get_weights_file(wildcards.experiment)
     if weights:
         inputs["weights"] = weights
+    inputs.update(base_features_inputs(wildcards.experiment))
     return inputs
 
 
@@ -319,6 +394,7 @@ def get_evaluation_inputs(wildcards):
         "npys": shards["npy"],
         "indexes": shards["index"],
         **get_extra_store(size),
+        **(base_features_inputs(wildcards.experiment) if base_features_reused(wildcards.experiment) else {}),
     }
 
 
@@ -452,7 +528,13 @@ def get_feature_extraction_inputs(wildcards):
         "npys": shards["npy"],
         "indexes": shards["index"],
         **get_extra_store(size),
+        **(base_features_inputs(wildcards.experiment) if base_features_reused(wildcards.experiment) else {}),
     }
+
+
+def get_extraction_gpu(wildcards):
+    """extract_deep_features runs a network (and needs a GPU slot) unless it reads the base's features."""
+    return 0 if base_features_reused(wildcards.experiment) else gpus("extract_deep_features")
 
 
 def get_deep_features_inputs(wildcards):

@@ -23,7 +23,7 @@ rule evaluate_model:
         batch_size=get_evaluation_batch_size,
         include_augmented=False,
         ece_bins=15,
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=gpus("evaluate_model"),
         mem_mb=8000,

@@ -40,7 +40,7 @@ rule predict_images:
     params:
         code=library_code("predict_images"),
         job=get_prediction_params,
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=gpus("predict_images"),
         mem_mb=8000,

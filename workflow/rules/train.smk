@@ -43,6 +43,37 @@ rule make_demo_weights:
         "../scripts/make_demo_weights.py"
 
 
+rule compute_base_features:
+    """The pooled output of a frozen pre-trained base for every image of the store, computed once.
+
+    One job per (backbone, weights, image size) that a CNN experiment with a frozen base and no
+    augmentation uses (lokiml/base_features.py): its head trains on these features, and, where the
+    base is not fine-tuned, its evaluation and deep-feature extraction read them too.
+    """
+    input:
+        unpack(get_base_features_inputs),
+    output:
+        features=f"{FEAT}/{{features}}/base.npy",
+        index=f"{FEAT}/{{features}}/base.tsv",
+    wildcard_constraints:
+        features=one_of(BASE_FEATURES),
+    params:
+        settings=get_base_features_params,
+    threads: MODEL_THREADS
+    resources:
+        gpu=MODEL_GPU,
+        mem_mb=8000,
+        runtime=4 * 60,
+    conda:
+        "../envs/train.yaml"
+    log:
+        "logs/compute_base_features/{features}.log",
+    benchmark:
+        "benchmarks/out/compute_base_features/{features}.tsv"
+    script:
+        "../scripts/compute_base_features.py"
+
+
 rule train_model:
     input:
         unpack(get_training_inputs),
@@ -60,7 +91,7 @@ rule train_model:
         experiment=get_experiment_params,
         classes=config["classes"],
         state_dir=get_state_dir,
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=gpus("train_model"),
         mem_mb=16000,
@@ -128,9 +159,9 @@ rule extract_deep_features:
     params:
         code=library_code("extract_deep_features"),
         batch_size=get_evaluation_batch_size,
-    threads: 2
+    threads: MODEL_THREADS
     resources:
-        gpu=gpus("extract_deep_features"),
+        gpu=get_extraction_gpu,
         mem_mb=8000,
         runtime=4 * 60,
     conda:

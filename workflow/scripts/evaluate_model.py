@@ -7,7 +7,9 @@ def main(smk):
     redirect_to_log(smk.log[0])  # before TensorFlow is imported, so its messages land in the log
     from lokiml.evaluate import evaluate_experiment, load_classifier
     from lokiml.extra_objects import predict_extra_cnn
+    from lokiml.train import configure_tensorflow
 
+    configure_tensorflow(smk.threads, {"mixed_precision": False, "xla": False})  # before the model is loaded
     model = load_classifier(smk.input.model)
     evaluate_experiment(
         model_path=smk.input.model,
@@ -25,6 +27,8 @@ def main(smk):
         batch_size=smk.params.batch_size,
         ece_bins=smk.params.ece_bins,
         model=model,
+        # the frozen base's features, computed once (rule compute_base_features), where they apply
+        base_features=(smk.input.base_features, smk.input.base_index) if "base_features" in smk.input.keys() else None,
     )
     # the objects training never saw, for the decisions (rule evaluate_decisions)
     predict_extra_cnn(model, smk.input.extra_objects, smk.input.extra_npy, smk.input.extra_index,

@@ -22,6 +22,8 @@ def main(smk):
         out_index=smk.output.index,
         batch_size=smk.params.batch_size,
         model=model,
+        # the frozen base's features, computed once (rule compute_base_features), where they apply
+        base_features=(smk.input.base_features, smk.input.base_index) if "base_features" in smk.input.keys() else None,
     )
     extract_extra_features(penultimate_model(model), smk.input.extra_objects, smk.input.extra_npy,
                            smk.input.extra_index, smk.output.extra_features, smk.output.extra_index,

@@ -22,6 +22,8 @@ def main(smk):
         params=dict(smk.params.experiment),
         weights_path=smk.input.get("weights"),
         threads=smk.threads,
+        # the frozen base's features, computed once (rule compute_base_features), where they apply
+        base_features=(smk.input.base_features, smk.input.base_index) if "base_features" in smk.input.keys() else None,
     )
 
 

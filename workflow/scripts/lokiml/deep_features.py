@@ -89,26 +89,33 @@ def extract_features(fmodel, store, item_ids, batch_size: int = 32) -> np.ndarra
 
 
 def extract_deep_features(model_path, split_path, store_npys, store_indexes, out_features, out_index,
-                          batch_size: int = 32, threads: int | None = None, model=None) -> pd.DataFrame:
+                          batch_size: int = 32, threads: int | None = None, model=None,
+                          base_features=None) -> pd.DataFrame:
     """Rule extract_deep_features: penultimate-layer features of every original object of the split.
 
     Writes ``out_features`` (float32 .npy, one row per object with a usable image) and ``out_index``
     (TSV: ``item_id, object_id, row, status``; ``row`` is -1 where ``status`` is not ``ok``).
     ``threads``: TensorFlow's threads (set once per process; None leaves TensorFlow as it is).
-    ``model`` may be given instead of loading ``model_path`` (tests). Returns the index.
+    ``model`` may be given instead of loading ``model_path`` (tests). ``base_features``: (features,
+    index) of rule compute_base_features, for a CNN whose frozen base was not fine-tuned: its
+    ``avg_pool`` output is the base's pooled output, so the rows are taken from there and no model is
+    loaded. Returns the index.
     """
+    from .base_features import BaseFeatures, log_forward_passes
     from .store import Store
 
     t0 = time.perf_counter()
-    if threads is not None:
-        from .train import configure_tensorflow
+    base = BaseFeatures(*base_features) if base_features else None
+    if base is None:
+        if threads is not None:
+            from .train import configure_tensorflow
 
-        configure_tensorflow(threads, {"mixed_precision": False, "xla": False})
-    if model is None:
-        from .evaluate import load_classifier
+            configure_tensorflow(threads, {"mixed_precision": False, "xla": False})
+        if model is None:
+            from .evaluate import load_classifier
 
-        model = load_classifier(model_path)
-    fmodel = penultimate_model(model)
+            model = load_classifier(model_path)
+        fmodel = penultimate_model(model)
     split_table = read_tsv(split_path)
     rows = split_table[split_table["augmented"].astype(int) == 0]
     rows = rows.sort_values("item_id", kind="stable").reset_index(drop=True)
@@ -119,7 +126,12 @@ def extract_deep_features(model_path, split_path, store_npys, store_indexes, out
         bad = rows.loc[~ok, "item_id"].tolist()
         log.warning("%d object(s) have no usable image and get no features: %s", len(bad),
                     ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
-    feats = extract_features(fmodel, store, rows.loc[ok, "item_id"], batch_size)
+    if base is not None:
+        feats = base.take(rows.loc[ok, "item_id"])
+        log.info("the frozen base's features, computed once: %s", base.path)
+    else:
+        feats = extract_features(fmodel, store, rows.loc[ok, "item_id"], batch_size)
+        log_forward_passes(len(feats), f"the model {model_path}")
     row = np.full(len(rows), -1, dtype=np.int64)
     row[ok] = np.arange(int(ok.sum()))
     index = pd.DataFrame({"item_id": rows["item_id"], "object_id": rows["object_id"], "row": row, "status": status})

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .base_features import BaseFeatures, head_probabilities, log_forward_passes
 from .errors import InputError
 from .io import atomic_path, read_tsv, save_npy, write_json, write_text, write_tsv
 from .logs import Progress
@@ -242,23 +243,30 @@ def predict_probabilities(model, store, item_ids, batch_size: int = 32, n_classe
     out = None
     progress = Progress(n, "predict", log)
     for start, x in batches_ahead(store, item_ids, batch_size):
-        p = np.asarray(model.predict_on_batch(x[..., None]), dtype=np.float32)
+        p = check_probabilities(model.predict_on_batch(x[..., None]), n_classes, source)
         if out is None:
-            if p.ndim != 2 or (n_classes is not None and p.shape[1] != n_classes):
-                raise InputError(source, f"the model returns shape {p.shape[1:]} per image, "
-                                         f"expected ({n_classes},): one probability per class",
-                                 hint="classes.txt and the model do not belong together; retrain the experiment")
             out = np.empty((n, p.shape[1]), dtype=np.float32)
-        sums = p.sum(axis=1)
-        if np.any(np.abs(sums - 1.0) > 1e-3) or np.any(p < 0):
-            raise InputError(source, f"the model's outputs are not probabilities (row sums {sums.min():.3g} "
-                                     f"to {sums.max():.3g})",
-                             hint="the classifier must end in a softmax layer")
         out[start:start + len(p)] = p
         progress.update(len(p))
+    log_forward_passes(n, f"the model {source}")
     if out is None:
         out = np.empty((0, n_classes or 0), dtype=np.float32)
     return out
+
+
+def check_probabilities(p, n_classes: int | None, source: str = "model") -> np.ndarray:
+    """``p`` as float32 (n, n_classes), checked to be one probability per class per row (a softmax output)."""
+    p = np.asarray(p, dtype=np.float32)
+    if p.ndim != 2 or (n_classes is not None and p.shape[1] != n_classes):
+        raise InputError(source, f"the model returns shape {p.shape[1:]} per image, "
+                                 f"expected ({n_classes},): one probability per class",
+                         hint="classes.txt and the model do not belong together; retrain the experiment")
+    sums = p.sum(axis=1)
+    if np.any(np.abs(sums - 1.0) > 1e-3) or np.any(p < 0):
+        raise InputError(source, f"the model's outputs are not probabilities (row sums {sums.min():.3g} "
+                                 f"to {sums.max():.3g})",
+                         hint="the classifier must end in a softmax layer")
+    return p
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,8 +610,12 @@ def select_items(split_table: pd.DataFrame, split: str, include_augmented: bool 
 
 def evaluate_split(model, store, split_table: pd.DataFrame, split: str, classes, include_augmented: bool = False,
                    batch_size: int = 32, bins: int = ECE_BINS, source: str = "split.tsv",
-                   model_source: str = "model") -> SplitResult:
-    """Predict one split's objects that have a usable image, and compute its metrics and tables."""
+                   model_source: str = "model", base_features=None) -> SplitResult:
+    """Predict one split's objects that have a usable image, and compute its metrics and tables.
+
+    ``base_features`` (a :class:`lokiml.base_features.BaseFeatures` of the model's frozen base): the
+    model's head classifies them, and no image goes through the base again.
+    """
     rows = select_items(split_table, split, include_augmented)
     ok = store.ok(rows["item_id"].tolist())
     excluded = rows.loc[~ok, "item_id"].tolist()
@@ -620,7 +632,11 @@ def evaluate_split(model, store, split_table: pd.DataFrame, split: str, classes,
                          hint="the split and the model come from different configurations; rerun the workflow")
     y = rows["class_name"].map(index).to_numpy(dtype=int)
     log.info("%s: predicting %d objects", split, len(rows))
-    probs = predict_probabilities(model, store, rows["item_id"], batch_size, len(classes), source=model_source)
+    if base_features is not None:
+        probs = check_probabilities(head_probabilities(model, base_features.take(rows["item_id"]), batch_size),
+                                    len(classes), model_source)
+    else:
+        probs = predict_probabilities(model, store, rows["item_id"], batch_size, len(classes), source=model_source)
     return split_result(rows, y, probs, classes, split, include_augmented, bins, excluded, store.gather)
 
 
@@ -958,15 +974,23 @@ def summary_html(experiment: str, sections, results: dict) -> str:
 def evaluate_experiment(model_path, classes_path, history_path, info_path, split_path, store_npys, store_indexes,
                         classes, outputs: dict, experiment: str = "", params: dict | None = None,
                         include_augmented: bool = False, batch_size: int = 32, ece_bins: int = ECE_BINS,
-                        model=None) -> dict:
+                        model=None, threads: int | None = None, base_features=None) -> dict:
     """Evaluate one experiment on the validation and test splits and write every output.
 
     ``outputs`` maps names to paths: ``summary`` (text), ``summary_html``,
     ``curves`` (training curves figure), and for each split in ``SPLITS``
     ``{split}_{key}`` for each key of ``SPLIT_OUTPUTS``. ``model`` may be given
-    instead of loading ``model_path`` (tests). Returns the results per split.
+    instead of loading ``model_path`` (tests). ``threads``: TensorFlow's threads (the rule's
+    ``threads:``; set once per process; None leaves TensorFlow as it is). ``base_features``: (features,
+    index) of rule compute_base_features for a model whose frozen base was not fine-tuned: the head
+    classifies them instead of the full model classifying the images. Returns the results per split.
     """
     from .store import Store
+
+    if threads is not None:
+        from .train import configure_tensorflow
+
+        configure_tensorflow(threads, {"mixed_precision": False, "xla": False})
 
     params = dict(params or {})
     trained = [line.strip() for line in Path(classes_path).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -979,10 +1003,11 @@ def evaluate_experiment(model_path, classes_path, history_path, info_path, split
     store = Store(store_npys, store_indexes)
     if model is None:
         model = load_classifier(model_path)
+    features = BaseFeatures(*base_features) if base_features else None
     results = {}
     for s in SPLITS:
         results[s] = evaluate_split(model, store, split_table, s, classes, include_augmented, batch_size, ece_bins,
-                                    source=str(split_path), model_source=str(model_path))
+                                    source=str(split_path), model_source=str(model_path), base_features=features)
         paths = split_paths(outputs, s)
         write_split_outputs(results[s], classes, paths, experiment)
         m = results[s].metrics

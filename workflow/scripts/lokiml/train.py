@@ -543,6 +543,9 @@ def compute_features(fmodel, source: ImageSource, batch_size: int, dest: Path, t
             progress.update(len(f))
         out.flush()
         del out
+    from .base_features import log_forward_passes
+
+    log_forward_passes(n, f"the frozen base of {fmodel.name}")
     return np.load(dest, mmap_mode="r")
 
 
@@ -597,8 +600,9 @@ class _Run:
     """One experiment's training: models, data, resume state, and the epoch loop."""
 
     def __init__(self, split_path, store_npys, store_indexes, classes, state_dir, params, weights_path, threads,
-                 on_epoch=None):
+                 base_features=None, on_epoch=None):
         self.t_start = time.monotonic()
+        self.base_features = base_features
         self.on_epoch = on_epoch
         self.params = params = experiment_params(params)
         self.classes = [str(c) for c in classes]
@@ -730,10 +734,18 @@ class _Run:
         return {i: float(w[i]) for i in range(len(self.classes))}
 
     def _features(self) -> tuple[FeatureSource, FeatureSource]:
-        """Cached base features of the train and valid items (computed once, kept in state_dir)."""
+        """Cached base features of the train and valid items: read from the features of rule
+        compute_base_features where given, else computed once and kept in state_dir."""
         from .models import feature_model
 
         t0 = time.monotonic()
+        if self.base_features:
+            from .base_features import BaseFeatures
+
+            base = BaseFeatures(*self.base_features)
+            log.info("features of the frozen base, computed once for every image: %s", base.path)
+            return tuple(FeatureSource(base.take(self.parts[name].item_ids), src.labels)
+                         for name, src in (("train", self.train_src), ("valid", self.valid_src)))
         key = params_hash({"model": self.params["model"], "size": self.params["image_size"], "data": self.data_fp,
                            "mixed": self.rt.mixed_precision})
         feats, fmodel = {}, None
@@ -949,7 +961,7 @@ def _test_kill_hook(epoch: int) -> None:
 
 def train_experiment(split_path, store_npys, store_indexes, classes, out_model, out_best, out_classes, out_history,
                      out_summary, out_info, state_dir, params: dict, weights_path=None, threads: int = 1,
-                     on_epoch=None) -> dict:
+                     base_features=None, on_epoch=None) -> dict:
     """Train one experiment and write its outputs; returns what was written to ``out_info``.
 
     ``params``: the experiment's configuration (see the schema's ``experiment``; missing
@@ -958,6 +970,9 @@ def train_experiment(split_path, store_npys, store_indexes, classes, out_model, 
     for the first phase, or None to train the whole network from scratch.
     ``state_dir``: resume state and cached features, removed after success.
     ``threads``: TensorFlow's intra-op threads (set once per process).
+    ``base_features``: (features, index) of rule compute_base_features (the frozen base's pooled
+    output for every image of the store): the head trains on their rows instead of features
+    computed here. Used only where features are cached (a frozen base, no augmentation).
     ``on_epoch(model, row)``: called after each epoch's validation with the full model and the history row
     (benchmarks measure with it; an exception it raises stops training, and nothing is written).
 
@@ -972,7 +987,8 @@ def train_experiment(split_path, store_npys, store_indexes, classes, out_model, 
     * ``out_info``: JSON (parameters, epochs per phase, early stop, best epoch, times, cached
       features, item counts, skipped items by reason, device, versions).
     """
-    run = _Run(split_path, store_npys, store_indexes, classes, state_dir, params, weights_path, threads, on_epoch)
+    run = _Run(split_path, store_npys, store_indexes, classes, state_dir, params, weights_path, threads,
+               base_features, on_epoch)
     run.run()
     info = run.write_outputs(out_model, out_best, out_classes, out_history, out_summary, out_info)
     shutil.rmtree(run.state.dir, ignore_errors=True)
