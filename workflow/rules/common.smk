@@ -315,8 +315,10 @@ def base_features_key(experiment):
 
 def base_features_reused(experiment):
     """Whether evaluation and deep-feature extraction read the base features too: yes when the frozen
-    base is never fine-tuned, so that the best checkpoint's base is the one the features came from."""
-    return base_features_key(experiment) is not None and not config["experiments"][experiment]["fine_tune"]
+    base is never fine-tuned, so that the best checkpoint's base is the one the features came from, and
+    no test-time augmentation (`tta`) is built into the saved model (its views are not in the features)."""
+    exp = config["experiments"][experiment]
+    return base_features_key(experiment) is not None and not exp["fine_tune"] and not exp.get("tta")
 
 
 # key -> what rule compute_base_features computes, and for which experiments
