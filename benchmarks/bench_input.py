@@ -19,9 +19,11 @@ image size and batch size, in this process:
      the image shape, repeats the grey channel three times and applies the backbone's
      ``preprocess_input``. (The seed crops; it never resizes: its images were prepared at the
      experiment's size. ``fit_generator`` ran it with one worker thread.)
-   * lokiml: :func:`lokiml.train.make_dataset` over :class:`lokiml.train.ImageSource`, exactly as
-     ``train_model`` builds it every epoch (a shuffled order, batches gathered from the
-     memory-mapped uint8 store by ``tf.numpy_function``, prefetch), with ``threads=1``. It delivers
+   * lokiml: :func:`lokiml.datasets.tf_dataset` over :class:`lokiml.datasets.ImageSource` (a
+     shuffled order, batches gathered from the memory-mapped uint8 store by ``tf.numpy_function``,
+     prefetch), with ``threads=1``; training itself now takes the same batches as a
+     ``keras.utils.PyDataset`` (:func:`lokiml.datasets.make_batches`, any backend), compared with
+     this one in benchmarks/bench_cpu_training.py. It delivers
      uint8 grey batches; the cast, the three channels and the backbone's preprocessing happen in
      the model's first layer, so their cost is in the model's rate below, not here.
    * tf.data floor: the same pipeline shape with nothing to read (one constant batch): the fixed
@@ -29,10 +31,10 @@ image size and batch size, in this process:
 
 3. What the model consumes: the real Keras model of the experiment
    (:func:`lokiml.models.build_model`, weights=None: the cost, not the accuracy, is measured),
-   TensorFlow configured as ``train_model`` configures it (:func:`lokiml.train.configure_tensorflow`
+   TensorFlow configured as ``train_model`` configures it (:func:`lokiml.runtime.configure`
    with ``--threads``, the rule's 2 threads). A pre-trained experiment (frozen base, no
    augmentation) reads images only while its base features are computed once
-   (:func:`lokiml.train.compute_features`' ``tf.function``); its head then trains for every epoch on
+   (:func:`lokiml.train.compute_features`: ``predict_on_batch`` on batches of one shape); its head then trains for every epoch on
    cached features and reads no image, so its consumption rate is that of the feature
    computation. An experiment trained from scratch consumes a batch per training step
    (``train_on_batch``: the step ``fit`` runs). One warm-up call (tracing), then ``--steps`` timed
@@ -181,8 +183,8 @@ def time_lokiml(data: dict, batch_size: int, repeat: int, threads: int) -> tuple
     """
     import tensorflow as tf
 
+    from lokiml.datasets import ImageSource, tf_dataset
     from lokiml.store import Store
-    from lokiml.train import ImageSource, make_dataset
 
     store = Store(data["npys"], data["indexes"])
     src = ImageSource(store, data["ids"], data["labels"])
@@ -195,7 +197,7 @@ def time_lokiml(data: dict, batch_size: int, repeat: int, threads: int) -> tuple
 
     def one_pass(k):
         order = np.concatenate([rng.permutation(len(src)) for _ in range(k)])
-        iterator = iter(make_dataset(src, order, batch_size, augment=None, threads=threads))
+        iterator = iter(tf_dataset(src, order, batch_size, threads=threads))
         return sum(int(pull(iterator)) for _ in range(-(-len(order) // batch_size)))
 
     one_pass(1)
@@ -241,11 +243,10 @@ def uses_cached_features(p: dict) -> bool:
 def time_model(p: dict, data: dict, steps: int, max_seconds: float) -> tuple[float, int, str]:
     """(wall s, images) the experiment's model takes for ``steps`` batches, after one warm-up call."""
     import keras
-    import tensorflow as tf
 
     from lokiml import models
+    from lokiml.datasets import ImageSource
     from lokiml.store import Store
-    from lokiml.train import ImageSource
 
     size, bs = int(p["image_size"]), int(p["batch_size"])
     store = Store(data["npys"], data["indexes"])
@@ -255,11 +256,9 @@ def time_model(p: dict, data: dict, steps: int, max_seconds: float) -> tuple[flo
     if uses_cached_features(p):
         what = "features (once)"
         fmodel = models.feature_model(model)
-        # compute_features' function: one trace for all batch sizes
-        step = tf.function(lambda x: tf.cast(fmodel(x, training=False), tf.float32),
-                           input_signature=[tf.TensorSpec((None, size, size, 1), tf.uint8)])
-        step(batches[0][0][:1])  # warm-up on one image: the trace is the same for any batch size
-        call = lambda x, y: step(x).numpy()  # noqa: E731
+        # compute_features' call: predict_on_batch on batches of one shape (one trace)
+        fmodel.predict_on_batch(batches[0][0])  # warm-up: the trace
+        call = lambda x, y: np.asarray(fmodel.predict_on_batch(x), dtype=np.float32)  # noqa: E731
     else:
         frozen = p["weights"] not in (None, "none")
         if frozen:
@@ -300,14 +299,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from lokiml import train
+    from lokiml import runtime, train
 
     with open(args.config, encoding="utf-8") as fh:
         experiments = yaml.safe_load(fh)["experiments"]
     names = args.experiments.split(",") if args.experiments else \
         [k for k, v in experiments.items() if v and v.get("kind", "cnn") == "cnn"]
     params = {k: train.experiment_params(experiments[k]) for k in names}
-    rt = train.configure_tensorflow(args.threads, next(iter(params.values())))
+    rt = runtime.configure(args.threads, next(iter(params.values())))
 
     import skimage
     import tensorflow as tf

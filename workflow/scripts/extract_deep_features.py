@@ -6,6 +6,9 @@ from lokiml.logs import redirect_to_log
 def main(smk):
     redirect_to_log(smk.log[0])  # before TensorFlow is imported, so its messages land in the log
     from lokiml.deep_features import extract_deep_features
+    from lokiml.runtime import job_settings
+
+    device = job_settings(smk)  # the job's gpu resource and config device.cpu_fallback
 
     extract_deep_features(
         model_path=smk.input.model,
@@ -16,6 +19,8 @@ def main(smk):
         out_index=smk.output.index,
         batch_size=smk.params.batch_size,
         threads=smk.threads,
+        gpu_request=device["gpu_request"],
+        cpu_fallback=device["cpu_fallback"],
     )
 
 

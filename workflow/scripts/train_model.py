@@ -5,7 +5,10 @@ from lokiml.logs import redirect_to_log
 
 def main(smk):
     redirect_to_log(smk.log[0])  # before TensorFlow is imported, so its messages land in the log
+    from lokiml.runtime import job_settings
     from lokiml.train import train_experiment
+
+    device = job_settings(smk)  # the job's gpu resource and config device.cpu_fallback
 
     train_experiment(
         split_path=smk.input.split,
@@ -22,6 +25,8 @@ def main(smk):
         params=dict(smk.params.experiment),
         weights_path=smk.input.get("weights"),
         threads=smk.threads,
+        gpu_request=device["gpu_request"],
+        cpu_fallback=device["cpu_fallback"],
     )
 
 

@@ -85,21 +85,24 @@ def extract_features(fmodel, store, item_ids, batch_size: int = 32) -> np.ndarra
 
 
 def extract_deep_features(model_path, split_path, store_npys, store_indexes, out_features, out_index,
-                          batch_size: int = 32, threads: int | None = None, model=None) -> pd.DataFrame:
+                          batch_size: int = 32, threads: int | None = None, model=None, gpu_request: int = 0,
+                          cpu_fallback: bool = False) -> pd.DataFrame:
     """Rule extract_deep_features: penultimate-layer features of every original object of the split.
 
     Writes ``out_features`` (float32 .npy, one row per object with a usable image) and ``out_index``
     (TSV: ``item_id, object_id, row, status``; ``row`` is -1 where ``status`` is not ``ok``).
-    ``threads``: TensorFlow's threads (set once per process; None leaves TensorFlow as it is).
+    ``threads``: the backend's threads (set once per process, with the device check of
+    :func:`lokiml.runtime.configure` for ``gpu_request`` and ``cpu_fallback``; None leaves the backend as it is).
     ``model`` may be given instead of loading ``model_path`` (tests). Returns the index.
     """
     from .store import Store
 
     t0 = time.perf_counter()
     if threads is not None:
-        from .train import configure_tensorflow
+        from .runtime import configure
 
-        configure_tensorflow(threads, {"mixed_precision": False, "xla": False})
+        configure(threads, {"mixed_precision": False}, gpu_request=gpu_request, cpu_fallback=cpu_fallback,
+                  what="feature extraction")
     if model is None:
         from .evaluate import load_classifier
 
