@@ -57,7 +57,7 @@ rule train_model:
         mem_mb=16000,
         runtime=24 * 60,
     conda:
-        "../envs/train.yaml"
+        GPU_RULES_ENV
     log:
         "logs/train_model/{experiment}.log",
     benchmark:
@@ -119,7 +119,7 @@ rule extract_deep_features:
         mem_mb=8000,
         runtime=4 * 60,
     conda:
-        "../envs/train.yaml"
+        GPU_RULES_ENV
     log:
         "logs/extract_deep_features/{experiment}.log",
     benchmark:

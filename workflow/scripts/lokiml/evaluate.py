@@ -771,6 +771,9 @@ def training_facts(info: dict, history: pd.DataFrame) -> dict:
         "feature_seconds": _get(info, "feature_seconds"),
         "phases": phases,
         "device": _get(info, "device", "runtime.device"),
+        "precision": _get(info, "precision", "runtime.precision"),
+        "backend": _get(info, "backend", "runtime.backend"),
+        "backend_version": _get(info, "runtime.backend_version"),
         "cached_features": _get(info, "cached_features", "cache_features", "features_cached"),
     }
 
@@ -867,6 +870,11 @@ def summary_lines(experiment: str, params: dict, facts: dict, results: dict, cla
         training.append(("Cached base features", "yes" if facts["cached_features"] else "no"))
     if facts["device"]:
         training.append(("Device", str(facts["device"])))
+    if facts.get("backend") or facts.get("precision"):
+        training.append(("Backend and precision",
+                         f"Keras on {facts.get('backend') or '?'}"
+                         + (f" {facts['backend_version']}" if facts.get("backend_version") else "")
+                         + f", {facts.get('precision') or '?'}"))
     what = ("originals only: augmented copies are flipped, rotated or shifted images of objects that are "
             "already in the split, not new objects, so they are left out of the metrics"
             if not include_augmented else "originals and augmented copies")
