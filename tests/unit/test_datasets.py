@@ -48,7 +48,7 @@ def test_batches_follow_the_order_and_end_with_the_rest(store):
     ids = np.array(sorted(images))
     src = datasets.ImageSource(st, ids, np.arange(len(ids), dtype=np.int32))
     order = np.random.default_rng(3).permutation(len(ids))
-    batches = datasets.make_batches(src, order, 4)
+    batches = datasets.make_batches(src, order, 4, pipeline="pydataset")
     assert isinstance(batches, keras.utils.PyDataset) and len(batches) == batches.num_batches == 4
     got = list(datasets.iterate(batches))
     assert [len(y) for _, y in got] == [4, 4, 4, 2]
@@ -56,10 +56,12 @@ def test_batches_follow_the_order_and_end_with_the_rest(store):
     np.testing.assert_array_equal(np.concatenate([x for x, _ in got])[..., 0], np.stack([images[i] for i in ids[order]]))
     with pytest.raises(IndexError):
         batches[4]
-    full = list(datasets.iterate(datasets.make_batches(src, order, 4, drop_remainder=True)))
-    assert [len(y) for _, y in full] == [4, 4, 4]
-    np.testing.assert_array_equal(np.concatenate([y for _, y in full]), order[:12])
-    assert len(datasets.make_batches(src, order[:3], 4, drop_remainder=True)) == 1  # never none at all
+    for pipeline in ("pydataset", "auto"):  # auto: tf.data on TensorFlow (faster there), else the PyDataset
+        full = list(datasets.iterate(datasets.make_batches(src, order, 4, pipeline=pipeline, drop_remainder=True)))
+        assert [len(y) for _, y in full] == [4, 4, 4]
+        np.testing.assert_array_equal(np.concatenate([y for _, y in full]), order[:12])
+    assert len(datasets.make_batches(src, order[:3], 4, pipeline="pydataset", drop_remainder=True)) == 1
+    assert datasets.batch_count(3, 4, drop_remainder=True) == 1  # never no batch at all
     if keras.config.backend() == "tensorflow":  # the tf.data pipeline gives the very same batches
         tf_got = list(datasets.iterate(datasets.make_batches(src, order, 4, pipeline="tf.data")))
         for (a, ya), (b, yb) in zip(got, tf_got):

@@ -4,10 +4,11 @@
   memory-mapped shards, one copy per image; :class:`FeatureSource` does the same for cached base
   features (float32 (n, F)).
 * :func:`make_batches` turns a source and an order of its items into what ``Model.fit`` takes:
-  a :class:`Batches` (``keras.utils.PyDataset`` of NumPy batches, read one batch ahead by a worker
-  thread) on every backend; no TensorFlow is needed for it. :func:`tf_dataset` builds the same batches
-  as a ``tf.data`` pipeline (``tf.numpy_function`` over the same sources, ``prefetch``), kept for
-  comparison (benchmarks/bench_cpu_training.py measures both on the TensorFlow backend).
+  on JAX and torch a :class:`Batches` (``keras.utils.PyDataset`` of NumPy batches, read one batch
+  ahead by a worker thread; no TensorFlow needed); on TensorFlow the same batches as a ``tf.data``
+  pipeline (:func:`tf_dataset`: ``tf.numpy_function`` over the same sources, ``prefetch``), which
+  ``fit`` gets through 1.4x to 3x faster there than a PyDataset, which Keras wraps in
+  ``tf.data.Dataset.from_generator`` (benchmarks/bench_batches.py).
 * Augmentation is a part of the *training* model, as Keras random layers between the uint8 input
   and the classifier (:func:`augmented_model`): it runs on the device that trains, on every backend,
   and only in training (``training=True``); validation, evaluation and prediction never see it.
@@ -157,8 +158,8 @@ def tf_dataset(source, order, batch_size: int, threads: int = 1, drop_remainder:
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-#: Input pipeline of training: 'pydataset' (every backend) or 'tf.data' (TensorFlow only).
-PIPELINE = "pydataset"
+#: Input pipeline of training: 'auto' (tf.data on TensorFlow, else pydataset), 'pydataset' or 'tf.data'.
+PIPELINE = "auto"
 
 
 def make_batches(source, order, batch_size: int, threads: int = 1, pipeline: str | None = None,
@@ -171,12 +172,14 @@ def make_batches(source, order, batch_size: int, threads: int = 1, pipeline: str
     zero, and a compiling backend (XLA, JAX) would compile the whole step once more for its shape.
     """
     pipeline = pipeline or PIPELINE
+    if pipeline == "auto":
+        pipeline = "tf.data" if keras.config.backend() == "tensorflow" else "pydataset"
     if pipeline == "tf.data":
         if keras.config.backend() != "tensorflow":
             raise ValueError(f"the tf.data pipeline needs the TensorFlow backend, not {keras.config.backend()}")
         return tf_dataset(source, order, batch_size, threads, drop_remainder)
     if pipeline != "pydataset":
-        raise ValueError(f"unknown input pipeline {pipeline!r}: pydataset or tf.data")
+        raise ValueError(f"unknown input pipeline {pipeline!r}: auto, pydataset or tf.data")
     # Two workers: one batch read ahead while the model trains on the current one (the copy from the
     # memory map releases the GIL). More do not help: a batch takes a fraction of a step to gather.
     return Batches(source, order, batch_size, workers=2, drop_remainder=drop_remainder)

@@ -8,8 +8,8 @@
 * Everything backend-specific (device, precision, XLA, determinism, distribution) is chosen
   by :mod:`lokiml.runtime`; model and loop use Keras APIs only, so training runs with
   ``KERAS_BACKEND`` tensorflow, jax or torch.
-* Batches come from the memory-mapped store as NumPy arrays (:mod:`lokiml.datasets`, a
-  ``keras.utils.PyDataset`` read one batch ahead). On-the-fly augmentation (training only) is
+* Batches come from the memory-mapped store as NumPy arrays (:mod:`lokiml.datasets`: a
+  ``keras.utils.PyDataset`` read one batch ahead, or tf.data on TensorFlow, faster there). On-the-fly augmentation (training only) is
   a block of Keras random layers in front of the model that is fitted, so it runs on the
   training device; validation data is never augmented.
 * With a frozen pre-trained base and no augmentation, the base's pooled features
