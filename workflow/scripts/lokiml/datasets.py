@@ -4,8 +4,8 @@
   memory-mapped shards, one copy per image; :class:`FeatureSource` does the same for cached base
   features (float32 (n, F)).
 * :func:`make_batches` turns a source and an order of its items into what ``Model.fit`` takes:
-  on JAX and torch a :class:`Batches` (``keras.utils.PyDataset`` of NumPy batches, read one batch
-  ahead by a worker thread; no TensorFlow needed); on TensorFlow the same batches as a ``tf.data``
+  on JAX and torch a :class:`Batches` (``keras.utils.PyDataset`` of NumPy batches, the next one
+  gathered by a thread while the model trains on the current one; no TensorFlow needed); on TensorFlow the same batches as a ``tf.data``
   pipeline (:func:`tf_dataset`: ``tf.numpy_function`` over the same sources, ``prefetch``), which
   ``fit`` gets through 1.4x to 3x faster there than a PyDataset, which Keras wraps in
   ``tf.data.Dataset.from_generator`` (benchmarks/bench_batches.py).
@@ -106,16 +106,21 @@ class Batches(keras.utils.PyDataset):
     """``(x, y)`` NumPy batches of ``source`` in ``order``, ``batch_size`` at a time.
 
     The last batch is smaller, or left out with ``drop_remainder`` (see :func:`make_batches`).
-    With ``workers`` > 1, Keras reads that many batches ahead in threads (in order) while the model
-    trains on the current one. The batches depend on ``order`` alone, never on timing.
+    While the model trains on batch b, a thread of our own gathers batch b + 1. Keras' own workers
+    (``workers`` > 1: its OrderedEnqueuer) are not used: with two of them, JAX training was not
+    reproducible (the same run's first epoch gave another loss than with one worker, and a resumed run
+    differed from the uninterrupted one from its first resumed epoch on, with equal weights, optimizer
+    state and first batch at its start); with one worker or this read-ahead, both are equal to the bit.
     """
 
-    def __init__(self, source, order, batch_size: int, workers: int = 2, drop_remainder: bool = False):
-        super().__init__(workers=max(1, int(workers)), use_multiprocessing=False, max_queue_size=max(2, workers))
+    def __init__(self, source, order, batch_size: int, drop_remainder: bool = False):
+        super().__init__(workers=1, use_multiprocessing=False)
         self.source = source
         self.order = np.asarray(order, dtype=np.int64)
         self.batch_size = int(batch_size)
         self.drop_remainder = bool(drop_remainder)
+        self._pool = None
+        self._ahead: dict = {}
 
     @property
     def num_batches(self) -> int:
@@ -124,11 +129,40 @@ class Batches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return self.num_batches
 
+    def _fetch(self, b: int):
+        return self.source.fetch(self.order[b * self.batch_size:(b + 1) * self.batch_size])
+
     def __getitem__(self, b: int):
         b = int(b)
         if b < 0 or b >= self.num_batches:
             raise IndexError(f"batch {b} of {self.num_batches}")
-        return self.source.fetch(self.order[b * self.batch_size:(b + 1) * self.batch_size])
+        future = self._ahead.pop(b, None)
+        batch = future.result() if future is not None else self._fetch(b)
+        for stale in [k for k in self._ahead if k < b]:
+            self._ahead.pop(stale).cancel()
+        if b + 1 < self.num_batches and b + 1 not in self._ahead:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lokiml-batches")
+            self._ahead[b + 1] = self._pool.submit(self._fetch, b + 1)
+        return batch
+
+    def on_epoch_end(self):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the read-ahead thread (a later batch starts it again)."""
+        if self._pool is not None:
+            for future in self._ahead.values():
+                future.cancel()
+            self._ahead.clear()
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 def tf_dataset(source, order, batch_size: int, threads: int = 1, drop_remainder: bool = False):
@@ -180,9 +214,7 @@ def make_batches(source, order, batch_size: int, threads: int = 1, pipeline: str
         return tf_dataset(source, order, batch_size, threads, drop_remainder)
     if pipeline != "pydataset":
         raise ValueError(f"unknown input pipeline {pipeline!r}: auto, pydataset or tf.data")
-    # Two workers: one batch read ahead while the model trains on the current one (the copy from the
-    # memory map releases the GIL). More do not help: a batch takes a fraction of a step to gather.
-    return Batches(source, order, batch_size, workers=2, drop_remainder=drop_remainder)
+    return Batches(source, order, batch_size, drop_remainder=drop_remainder)
 
 
 def iterate(batches):
