@@ -59,7 +59,8 @@ def indexed(index):
 
 
 def fit(objects, split, feats, index, params=FAST_RF):
-    return df.fit_deep_features(feats, indexed(index), objects, split, CLASSES, df.experiment_settings(params))
+    # (pipeline, columns table, chosen, grid, facts); the valid rows and probabilities are tested elsewhere
+    return df.fit_deep_features(feats, indexed(index), objects, split, CLASSES, df.experiment_settings(params))[:5]
 
 
 # ---- the penultimate layer of a real (tiny) CNN ---------------------------------------------------
@@ -147,7 +148,7 @@ def test_feature_columns_descriptors_and_pca():
     pipe, table, chosen, grid, facts = fit(objects, split, feats, index)
     t = table.set_index("column")
     assert t.index[t["used"] == 1].tolist() == ["object_area", "object_noise"]
-    assert t.loc["object_lat", "reason"] == "identifier_or_coordinate" and t.loc["object_flat", "reason"] == "constant"
+    assert t.loc["object_lat", "reason"] == "position" and t.loc["object_flat", "reason"] == "constant"
     assert facts["cnn_features"] == N_FEATURES and facts["pca_components"] == 4 and facts["n_features"] == 4 + 2
     assert 0 < facts["pca_explained_variance"] < 1
     assert pipe.named_steps["classifier"].n_features_in_ == 6
@@ -388,3 +389,32 @@ def test_shipped_configs_have_a_deep_features_experiment_on_a_cnn(project_root):
     tiny = copy.deepcopy(base)
     update_config(tiny, yaml.safe_load((project_root / "tests" / "workflow" / "tiny.yaml").read_text()))
     assert not any(e["kind"] == "deep_features" for e in validate_config(tiny)["experiments"].values())
+
+
+def test_refit_valid_probabilities_and_estimate_test_only_objects_the_cnn_did_not_see(tmp_path):
+    objects, split, feats, index = synthetic(seed=13)
+    settings = df.experiment_settings(FAST_RF)
+    pipe, table, chosen, grid, facts, valid_rows, valid_probs = df.fit_deep_features(
+        feats, indexed(index), objects, split, CLASSES, settings)
+    # refit: PCA and classifier fitted on train + valid; the valid probabilities are the train-only pipeline's
+    assert pipe.named_steps["features"].named_transformers_["cnn"].n_samples_ == facts["items"]["train"] + \
+        facts["items"]["valid"]
+    only_train, *_ = df.fit_deep_features(feats, indexed(index), objects, split, CLASSES, {**settings, "refit": False})
+    desc = table.loc[table["used"] == 1, "column"].tolist()
+    x_va = df.design_matrix(feats, indexed(index), objects, valid_rows, desc)
+    np.testing.assert_allclose(valid_probs, only_train.predict_proba(x_va))
+    # the estimate: objects of the CNN's train split are never tested
+    for name, frame in (("objects.tsv", objects), ("split.tsv", split), ("penultimate.tsv", index),
+                        ("columns.tsv", table)):
+        write_tsv(tmp_path / name, frame)
+    save_npy(tmp_path / "penultimate.npy", feats)
+    params = {**FAST_RF, "estimate": {"folds": 3, "repeats": 1}}
+    summary = df.estimate_deep_features(tmp_path / "penultimate.npy", tmp_path / "penultimate.tsv",
+                                        tmp_path / "objects.tsv", tmp_path / "split.tsv", tmp_path / "columns.tsv",
+                                        CLASSES, params, tmp_path / "estimate.tsv", tmp_path / "estimate.json")
+    unseen = split[(split["augmented"] == "0") & (split["split"] != "train") & (split["item_id"] != "obj_00007")]
+    assert summary["kfold"]["n_objects"] == len(unseen) and summary["kfold"]["folds"] == 3
+    assert summary["kfold"]["macro_f1_mean"] > 0.6 and "did not train on" in summary["note"]
+    folds = pd.read_csv(tmp_path / "estimate.tsv", sep="\t")
+    n_all = int(((split["augmented"] == "0") & (split["item_id"] != "obj_00007")).sum())
+    assert (folds["n_train"] + folds["n_test"] == n_all).all()  # every other object trains the fold

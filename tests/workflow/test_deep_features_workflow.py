@@ -36,8 +36,8 @@ def deep_run(project_root, tmp_path_factory):
 
 def test_only_the_deep_features_jobs_run(deep_run):
     _, before = deep_run
-    assert set(before) - {"all"} == {"extract_deep_features", "train_deep_features", "evaluate_deep_features",
-                                     "make_leaderboard"}, before
+    assert set(before) - {"all"} == {"extract_deep_features", "train_deep_features", "estimate_deep_features",
+                                     "evaluate_deep_features", "make_leaderboard"}, before
     assert before["extract_deep_features"] == 1
 
 
@@ -58,6 +58,12 @@ def test_outputs_and_leaderboard(deep_run):
     assert row["weights"] == "features of tiny and descriptors" and int(row["image_size"]) == 48
     assert row["epochs_run"] == "" and row["best_epoch"] == ""  # not -1
     assert "penultimate-layer features" in (ev / "summary.txt").read_text()
+    # its repeated estimate: only objects the CNN did not train on are tested, each once per repeat
+    folds = pd.read_csv(ev / "estimate.tsv", sep="\t")
+    unseen = int(((split["augmented"] == "0") & (split["split"] != "train")).sum())
+    assert (folds[folds["scheme"] == "kfold"].groupby("repeat")["n_test"].sum() == unseen).all()
+    assert float(row["cv_macro_f1"]) > 0 and board.set_index("experiment").loc["tiny", "cv_macro_f1"] == ""
+    assert "Repeated estimate" in (ev / "summary.txt").read_text()
 
 
 def test_second_run_does_nothing_and_a_grid_change_does_not_extract_again(deep_run, tmp_path):
@@ -65,4 +71,5 @@ def test_second_run_does_nothing_and_a_grid_change_does_not_extract_again(deep_r
     assert jobs_to_run(wd, *CONFIG) == {}
     (wd / "grid.yaml").write_text("experiments:\n  tiny_deep:\n    param_grid: {n_estimators: [30]}\n")
     counts = jobs_to_run(wd, *CONFIG, "grid.yaml")
-    assert set(counts) - {"all"} == {"train_deep_features", "evaluate_deep_features", "make_leaderboard"}, counts
+    assert set(counts) - {"all"} == {"train_deep_features", "estimate_deep_features", "evaluate_deep_features",
+                                     "make_leaderboard"}, counts

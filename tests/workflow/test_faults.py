@@ -96,6 +96,14 @@ EXTENDED_CASES = [
     ("train_descriptors", f"{FOREST}/train_info.json", f"{FOREST}/train_info.json", "power"),
     ("evaluate_descriptors", "results/evaluation/forest/summary.html", "results/evaluation/forest/summary.html",
      "job"),
+    # the forest's features: auto reads the morphometrics of the images, one job per shard
+    ("compute_morphometrics", "results/data/morphometrics/shard1.tsv", "results/data/morphometrics/shard1.tsv",
+     "job"),
+    # after estimate.tsv: in place, to be flagged incomplete
+    ("estimate_descriptors", "results/evaluation/forest/estimate.json", "results/evaluation/forest/estimate.json",
+     "power"),
+    ("estimate_deep_features", "results/evaluation/tiny_deep/estimate.tsv",
+     "results/evaluation/tiny_deep/estimate.tsv", "job"),
     # after penultimate.npy
     ("extract_deep_features", f"{EXP}/penultimate.tsv", f"{EXP}/penultimate.tsv", "job"),
     ("train_deep_features", f"{DEEP}/train_info.json", f"{DEEP}/train_info.json", "job"),
@@ -270,9 +278,11 @@ def extended(reference, env, tmp_path_factory):
     (wd / EXTENDED_CONFIG).write_text(EXTENDED)
     res = run(wd, env, configs=[EXTENDED_CONFIG])
     assert res.returncode == 0, res.text[-6000:]
-    # only the added jobs ran (and the leaderboard, which lists the new experiments), each once
+    # only the added jobs ran (and the leaderboard, which lists the new experiments), each once but
+    # compute_morphometrics, once per shard (2 in tiny.yaml)
     ran = re.findall(r"^(?:local)?rule (\w+):$", res.text, re.M)
-    assert sorted(ran) == sorted({c[0] for c in EXTENDED_CASES} | {"make_leaderboard", "all"}), ran
+    assert sorted(ran) == sorted([c[0] for c in EXTENDED_CASES] + ["compute_morphometrics", "make_leaderboard",
+                                                                    "all"]), ran
     return wd, fingerprint(wd)
 
 

@@ -79,6 +79,8 @@ def get_all_targets():
     targets += expand(list(rules.evaluate_model.output), experiment=CNN_EXPERIMENTS)
     targets += expand(list(rules.evaluate_descriptors.output), experiment=DESCRIPTOR_EXPERIMENTS)
     targets += expand(list(rules.evaluate_deep_features.output), experiment=DEEP_FEATURE_EXPERIMENTS)
+    targets += expand(list(rules.estimate_descriptors.output), experiment=ESTIMATED_DESCRIPTOR_EXPERIMENTS)
+    targets += expand(list(rules.estimate_deep_features.output), experiment=ESTIMATED_DEEP_FEATURE_EXPERIMENTS)
     if EVALUATED_EXPERIMENTS:
         targets += list(rules.make_leaderboard.output)
     targets += expand(f"{EXP}/{{experiment}}/normalisation.json", experiment=CNN_EXPERIMENTS)
@@ -96,6 +98,15 @@ DEEP_FEATURE_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if
 DEEP_FEATURE_CNNS = sorted({config["experiments"][n]["cnn"] for n in DEEP_FEATURE_EXPERIMENTS})
 # Every experiment with evaluation outputs (results/evaluation/{experiment}/...): on the leaderboard.
 EVALUATED_EXPERIMENTS = sorted(CNN_EXPERIMENTS + DESCRIPTOR_EXPERIMENTS + DEEP_FEATURE_EXPERIMENTS)
+# The scikit-learn experiments with a repeated estimate (estimate: not null), and those that use morphometrics.
+ESTIMATED_DESCRIPTOR_EXPERIMENTS = sorted(n for n in DESCRIPTOR_EXPERIMENTS if config["experiments"][n]["estimate"])
+ESTIMATED_DEEP_FEATURE_EXPERIMENTS = sorted(
+    n for n in DEEP_FEATURE_EXPERIMENTS if config["experiments"][n]["estimate"]
+)
+ESTIMATED_EXPERIMENTS = sorted(ESTIMATED_DESCRIPTOR_EXPERIMENTS + ESTIMATED_DEEP_FEATURE_EXPERIMENTS)
+MORPHOMETRIC_EXPERIMENTS = sorted(
+    n for n in DESCRIPTOR_EXPERIMENTS if config["experiments"][n]["features"] in ("auto", "morphometrics", "both")
+)
 
 
 def one_of(names):
@@ -193,17 +204,88 @@ def get_leaderboard_settings():
     return settings
 
 
+SKLEARN_KEYS = (
+    "kind", "classifier", "param_grid", "max_missing", "exclude_columns", "include_columns", "refit",
+    "early_stopping_rounds", "seed",
+)
+
+
 def get_descriptor_params(wildcards):
     """The keys a descriptors experiment uses (changing a CNN-only key reruns nothing)."""
     exp = config["experiments"][wildcards.experiment]
-    return {k: exp[k] for k in ("kind", "classifier", "param_grid", "max_missing", "exclude_columns", "seed")}
+    return {k: exp[k] for k in SKLEARN_KEYS + ("features",)}
 
 
 def get_deep_features_params(wildcards):
     """The keys a deep_features experiment uses (changing a CNN-only key of it reruns nothing)."""
     exp = config["experiments"][wildcards.experiment]
-    keys = ("kind", "cnn", "classifier", "param_grid", "max_missing", "exclude_columns", "descriptors", "pca", "seed")
-    return {k: exp[k] for k in keys}
+    return {k: exp[k] for k in SKLEARN_KEYS + ("cnn", "descriptors", "pca")}
+
+
+def get_descriptor_estimate_params(wildcards):
+    """The keys the estimate of a descriptors experiment uses: its training keys and `estimate`."""
+    return {**get_descriptor_params(wildcards), "estimate": config["experiments"][wildcards.experiment]["estimate"]}
+
+
+def get_deep_features_estimate_params(wildcards):
+    """The keys the estimate of a deep_features experiment uses: its training keys and `estimate`."""
+    return {**get_deep_features_params(wildcards), "estimate": config["experiments"][wildcards.experiment]["estimate"]}
+
+
+def get_morphometrics_params():
+    """How objects are cut out of their images for the morphometrics: the normalisation's settings."""
+    n = config["normalise"]
+    return {k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")}
+
+
+def get_morphometrics_shards(experiment):
+    """The morphometrics tables a descriptors experiment reads (none with features: export)."""
+    if experiment not in MORPHOMETRIC_EXPERIMENTS:
+        return []
+    return expand(f"{DATA}/morphometrics/shard{{shard}}.tsv", shard=SHARDS)
+
+
+def get_descriptor_training_inputs(wildcards):
+    """Inputs of train_descriptors: the objects and the split, and the morphometrics when the experiment uses them."""
+    return {
+        "objects": f"{DATA}/objects.tsv",
+        "split": f"{DATA}/split.tsv",
+        "morphometrics": get_morphometrics_shards(wildcards.experiment),
+    }
+
+
+def get_descriptor_evaluation_inputs(wildcards):
+    """Inputs of evaluate_descriptors: the trained experiment, its data, and its estimate when there is one."""
+    exp_dir = f"{EXP}/{wildcards.experiment}"
+    inputs = {
+        **get_descriptor_training_inputs(wildcards),
+        **{k: f"{exp_dir}/{f}" for k, f in (("model", "model.pkl"), ("classes", "classes.txt"),
+                                            ("columns", "columns.tsv"), ("grid", "grid.tsv"),
+                                            ("info", "train_info.json"), ("valid", "valid_probabilities.tsv"))},
+    }
+    return {**inputs, **get_estimate_input(wildcards.experiment)}
+
+
+def get_descriptor_estimate_inputs(wildcards):
+    """Inputs of estimate_descriptors: the data, and the columns the experiment chose."""
+    return {
+        **get_descriptor_training_inputs(wildcards),
+        "columns": f"{EXP}/{wildcards.experiment}/columns.tsv",
+    }
+
+
+def get_deep_features_estimate_inputs(wildcards):
+    """Inputs of estimate_deep_features: the CNN's features, the data, and the columns the experiment chose."""
+    return {
+        **get_deep_features_inputs(wildcards),
+        "columns": f"{EXP}/{wildcards.experiment}/columns.tsv",
+    }
+
+
+def get_estimate_split_params():
+    """The split settings an estimate uses: the valid share of a fold's training objects, and group_by."""
+    s = config["split"]
+    return {k: s[k] for k in ("train", "valid", "group_by")}
 
 
 def get_feature_extraction_inputs(wildcards):
@@ -239,10 +321,19 @@ def get_deep_features_evaluation_inputs(wildcards):
         "columns": f"{exp_dir}/columns.tsv",
         "grid": f"{exp_dir}/grid.tsv",
         "info": f"{exp_dir}/train_info.json",
+        "valid": f"{exp_dir}/valid_probabilities.tsv",
         **get_deep_features_inputs(wildcards),
         "npys": shards["npy"],
         "indexes": shards["index"],
+        **get_estimate_input(wildcards.experiment),
     }
+
+
+def get_estimate_input(experiment):
+    """{"estimate": its estimate.json} for an experiment with a repeated estimate, else {}."""
+    if experiment in ESTIMATED_EXPERIMENTS:
+        return {"estimate": f"{EVAL}/{experiment}/estimate.json"}
+    return {}
 
 
 def get_deep_features_cnn(wildcards):
@@ -271,6 +362,7 @@ def get_normalisation_params(wildcards):
         "polarity": n["polarity"],
         "bottom_crop": n["bottom_crop"],
         "max_pixels": n["max_pixels"],
+        "canvas": n["canvas"],
         "img_rank": config["img_rank"],
     }
 

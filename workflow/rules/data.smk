@@ -94,6 +94,7 @@ rule normalise_images:
         polarity=config["normalise"]["polarity"],
         bottom_crop=config["normalise"]["bottom_crop"],
         max_pixels=config["normalise"]["max_pixels"],
+        canvas=config["normalise"]["canvas"],
         cache_dir="resources/cache/normalised",
     threads: 2
     resources:

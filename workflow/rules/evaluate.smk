@@ -38,13 +38,7 @@ rule evaluate_model:
 rule evaluate_descriptors:
     """The evaluate_model outputs for a descriptors experiment; training_curves.svg shows its grid search."""
     input:
-        model=f"{EXP}/{{experiment}}/model.pkl",
-        classes=f"{EXP}/{{experiment}}/classes.txt",
-        columns=f"{EXP}/{{experiment}}/columns.tsv",
-        grid=f"{EXP}/{{experiment}}/grid.tsv",
-        info=f"{EXP}/{{experiment}}/train_info.json",
-        objects=f"{DATA}/objects.tsv",
-        split=f"{DATA}/split.tsv",
+        unpack(get_descriptor_evaluation_inputs),
     output:
         **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search"),
     wildcard_constraints:
@@ -97,6 +91,7 @@ rule make_leaderboard:
         test_metrics=expand(f"{EVAL}/{{experiment}}/test/metrics.json", experiment=EVALUATED_EXPERIMENTS),
         valid_metrics=expand(f"{EVAL}/{{experiment}}/valid/metrics.json", experiment=EVALUATED_EXPERIMENTS),
         infos=expand(f"{EXP}/{{experiment}}/train_info.json", experiment=EVALUATED_EXPERIMENTS),
+        estimates=expand(f"{EVAL}/{{experiment}}/estimate.json", experiment=ESTIMATED_EXPERIMENTS),
     output:
         html=report(
             f"{EVAL}/leaderboard.html",
@@ -118,6 +113,7 @@ rule make_leaderboard:
         ),
     params:
         experiments=EVALUATED_EXPERIMENTS,
+        estimated=ESTIMATED_EXPERIMENTS,
         settings=get_leaderboard_settings(),
     conda:
         "../envs/train.yaml"

@@ -17,9 +17,10 @@ rule resolve_weights:
 rule make_demo_weights:
     """Stand-in 'pre-trained' weights for the offline demo (see lokiml/demo_weights.py).
 
-    A seeded random base whose BatchNorm statistics are calibrated on the demo's
-    training images. The demo's pre-trained experiments point `weights:` at these
-    files, so that the frozen-base (cached features) path runs without internet.
+    The base pre-trained for a few epochs on a pretext task (geometric primitives, not the
+    demo's shapes), its BatchNorm statistics then calibrated on the demo's training images.
+    The demo's pre-trained experiments point `weights:` at these files, so that the
+    frozen-base (cached features) path runs without internet.
     Real runs use `weights: imagenet` (rule resolve_weights) or a path of your own.
     """
     input:
@@ -67,24 +68,25 @@ rule train_model:
 
 
 rule train_descriptors:
-    """A scikit-learn classifier on the numeric object_* columns (lokiml/descriptors.py).
+    """A scikit-learn classifier on the export's object_* descriptors and/or the morphometrics (lokiml/descriptors.py).
 
-    Fitted on the train split's original objects; hyper-parameters chosen on the valid split only.
+    Hyper-parameters chosen on the valid split only (fitted on train), then refitted on train + valid (refit: true).
     """
     input:
-        objects=f"{DATA}/objects.tsv",
-        split=f"{DATA}/split.tsv",
+        unpack(get_descriptor_training_inputs),
     output:
         model=f"{EXP}/{{experiment}}/model.pkl",
         classes=f"{EXP}/{{experiment}}/classes.txt",
         columns=f"{EXP}/{{experiment}}/columns.tsv",
         grid=f"{EXP}/{{experiment}}/grid.tsv",
         info=f"{EXP}/{{experiment}}/train_info.json",
+        valid=f"{EXP}/{{experiment}}/valid_probabilities.tsv",
     wildcard_constraints:
         experiment=one_of(DESCRIPTOR_EXPERIMENTS),
     params:
         experiment=get_descriptor_params,
         classes=config["classes"],
+        morphometrics=get_morphometrics_params(),
     threads: 2
     resources:
         mem_mb=4000,
@@ -131,7 +133,8 @@ rule extract_deep_features:
 rule train_deep_features:
     """A scikit-learn classifier on a CNN's penultimate-layer features plus the descriptors (lokiml/deep_features.py).
 
-    PCA and classifier fitted on the train split's original objects; hyper-parameters chosen on the valid split only.
+    PCA and classifier fitted on the train split's original objects; hyper-parameters chosen on the valid split only;
+    then both refitted on train + valid (refit: true).
     """
     input:
         unpack(get_deep_features_inputs),
@@ -141,6 +144,7 @@ rule train_deep_features:
         columns=f"{EXP}/{{experiment}}/columns.tsv",
         grid=f"{EXP}/{{experiment}}/grid.tsv",
         info=f"{EXP}/{{experiment}}/train_info.json",
+        valid=f"{EXP}/{{experiment}}/valid_probabilities.tsv",
     wildcard_constraints:
         experiment=one_of(DEEP_FEATURE_EXPERIMENTS),
     params:

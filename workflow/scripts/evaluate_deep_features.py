@@ -24,6 +24,8 @@ def main(smk):
         store_npys=list(smk.input.npys),
         store_indexes=list(smk.input.indexes),
         cnn=dict(smk.params.cnn),
+        valid_path=smk.input.valid,
+        estimate_path=smk.input.get("estimate"),
     )
 
 

@@ -19,6 +19,9 @@ def main(smk):
         outputs=dict(smk.output.items()),
         experiment=smk.wildcards.experiment,
         ece_bins=smk.params.ece_bins,
+        valid_path=smk.input.valid,
+        estimate_path=smk.input.get("estimate"),
+        morphometrics=list(smk.input.morphometrics),
     )
 
 

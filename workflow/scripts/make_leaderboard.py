@@ -13,6 +13,7 @@ def main(smk):
         valid_metrics=list(smk.input.valid_metrics),
         infos=list(smk.input.infos),
         settings=dict(smk.params.settings),
+        estimates=dict(zip(smk.params.estimated, smk.input.estimates, strict=True)),
         out_tsv=smk.output.tsv,
         out_html=smk.output.html,
         out_figure=smk.output.figure,

@@ -19,6 +19,7 @@ def main(smk):
         out_columns=smk.output.columns,
         out_grid=smk.output.grid,
         out_info=smk.output.info,
+        out_valid=smk.output.valid,
         threads=smk.threads,
     )
 

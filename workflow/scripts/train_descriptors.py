@@ -1,4 +1,4 @@
-"""Rule train_descriptors: a scikit-learn classifier on the export's descriptors, chosen on the valid split."""
+"""Rule train_descriptors: a scikit-learn classifier on the descriptors, chosen on the valid split, refitted."""
 
 from lokiml.logs import redirect_to_log
 
@@ -17,7 +17,10 @@ def main(smk):
         out_columns=smk.output.columns,
         out_grid=smk.output.grid,
         out_info=smk.output.info,
+        out_valid=smk.output.valid,
         threads=smk.threads,
+        morphometrics=list(smk.input.morphometrics),
+        morpho_params=dict(smk.params.morphometrics),
     )
 
 

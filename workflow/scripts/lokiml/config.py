@@ -100,6 +100,16 @@ def _check_semantics(cfg: dict) -> None:
         seen[key] = name
     cnns = sorted(n for n, e in cfg["experiments"].items() if e["kind"] == "cnn")
     for name, exp in cfg["experiments"].items():
+        if exp["kind"] != "descriptors" and exp.get("features") is not None:
+            raise ConfigError(
+                f"config key experiments.{name}.features: only a descriptors experiment has it "
+                f"({'deep_features uses `descriptors: true/false`' if exp['kind'] == 'deep_features' else 'a CNN sees the images'})"
+            )
+        if exp.get("early_stopping_rounds") is not None and exp.get("classifier") != "hist_gradient_boosting":
+            raise ConfigError(
+                f"config key experiments.{name}.early_stopping_rounds: only classifier hist_gradient_boosting "
+                f"stops early (this experiment's classifier is {exp.get('classifier')!r})"
+            )
         if exp["kind"] == "deep_features" and exp["cnn"] not in cnns:
             what = (f"a {cfg['experiments'][exp['cnn']]['kind']} experiment, not a CNN one"
                     if exp["cnn"] in cfg["experiments"] else "not an experiment of `experiments:` (or it is switched off)")

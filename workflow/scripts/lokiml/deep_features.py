@@ -11,10 +11,13 @@ features (reduced with PCA) together with the instrument's own descriptors. Thre
   of objects already in the split and have no descriptors of their own. Objects whose image could
   not be normalised get no features (status in the index) and are left out, as in ``evaluate_model``.
 * :func:`train_deep_features` (rule ``train_deep_features``): the descriptor columns are chosen on the
-  training objects exactly as in a ``descriptors`` experiment (:func:`lokiml.descriptors.select_columns`);
+  training objects exactly as in a ``descriptors`` experiment (:func:`lokiml.columns.select_columns`);
   PCA (``pca`` components) is fitted on the training objects' CNN features only; every candidate of the
   grid is fitted on **train** and the best **validation** macro F1 is kept
-  (:func:`lokiml.descriptors.choose_params`). The test split is never read.
+  (:func:`lokiml.descriptors.choose_params`); with ``refit: true`` (the default) PCA and classifier are
+  then fitted again on train + valid. The test split is never read.
+* :func:`estimate_deep_features` (rule ``estimate_deep_features``): the same procedure over repeated
+  k-fold splits (and groups), testing only objects the CNN did not train on (:mod:`lokiml.estimates`).
 * :func:`evaluate_deep_features` (rule ``evaluate_deep_features``): the same evaluation files as every
   other experiment (through :mod:`lokiml.evaluate`), so it appears in the leaderboard and the report.
 
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import columns as cols
 from . import descriptors as d
 from .errors import InputError
 from .io import read_tsv, save_npy, write_json, write_text, write_tsv
@@ -148,7 +152,7 @@ def load_features(features_path, index_path) -> tuple[np.ndarray, pd.DataFrame]:
 def rows_with_features(split_table: pd.DataFrame, split: str, index: pd.DataFrame,
                        source: str = "split.tsv") -> tuple[pd.DataFrame, list]:
     """(the split's originals that have features, sorted by item id; item ids of those that have none)."""
-    rows = d._originals(split_table, split)
+    rows = d.originals(split_table, split)
     unknown = sorted(set(rows["item_id"]) - set(index.index))
     if unknown:
         raise InputError(source, f"{len(unknown)} object(s) of the {split} split have no entry in the features "
@@ -166,7 +170,7 @@ def design_matrix(features, index: pd.DataFrame, objects: pd.DataFrame, rows: pd
     """float32 (n, F + D): the CNN features of ``rows`` (by item id), then their descriptor columns (by object id)."""
     x = np.asarray(features[index.loc[rows["item_id"], "row"].to_numpy()], dtype=np.float32)
     if len(desc_columns):
-        desc = d.feature_matrix(d._objects_of(objects, rows, source), list(desc_columns), source)
+        desc = cols.feature_matrix(d.objects_of(objects, rows, source), list(desc_columns), source)
         x = np.hstack([x, desc.astype(np.float32)])
     return x
 
@@ -197,17 +201,55 @@ def make_reducer(n_cnn: int, n_desc: int, pca, n_train: int, seed: int = 1):
 def descriptors_off_table(objects: pd.DataFrame) -> pd.DataFrame:
     """The columns table of an experiment with ``descriptors: false``: every column unused."""
     return pd.DataFrame({"column": list(objects.columns), "used": 0, "reason": "descriptors_off",
-                         "missing_share": float("nan"), "distinct_values": -1})
+                         "missing_share": float("nan"), "text_cells": 0, "distinct_values": -1})
+
+
+def fit_reducer(x_raw: np.ndarray, n_cnn: int, n_desc: int, pca, seed: int = 1):
+    """(the reducer of :func:`make_reducer` fitted on ``x_raw``, ``x_raw`` transformed, its facts)."""
+    reducer = make_reducer(n_cnn, n_desc, pca, len(x_raw), seed)
+    facts = {"pca_components": None, "pca_explained_variance": None}
+    if isinstance(reducer, str):  # "passthrough"
+        return reducer, x_raw, facts
+    x = reducer.fit_transform(x_raw)
+    fitted = reducer.named_transformers_["cnn"]
+    facts["pca_components"] = int(fitted.n_components_)
+    facts["pca_explained_variance"] = float(fitted.explained_variance_ratio_.sum())
+    return reducer, x, facts
+
+
+def choose_and_refit(x_tr, y_tr, x_va, y_va, x_pool, y_pool, n_cnn: int, n_desc: int, settings: dict,
+                     n_classes: int, n_jobs: int = 1):
+    """PCA and grid search on (train, valid); with ``refit``, PCA and the chosen classifier fitted again on the pool.
+
+    Returns (pipeline, chosen params, grid table, validation probabilities of the train-only pipeline,
+    facts of the final PCA). ``x_*`` are raw rows: CNN features then descriptors (:func:`design_matrix`).
+    """
+    from sklearn.pipeline import Pipeline
+
+    t0 = time.perf_counter()
+    reducer, xr_tr, facts = fit_reducer(x_tr, n_cnn, n_desc, settings["pca"], settings["seed"])
+    xr_va = x_va if isinstance(reducer, str) else reducer.transform(x_va)
+    if facts["pca_components"]:
+        log.debug("PCA of the CNN features (fitted on %d objects): %d components, %.1f%% of the variance, %.1f s",
+                  len(x_tr), facts["pca_components"], 100 * facts["pca_explained_variance"], time.perf_counter() - t0)
+    grid = settings["param_grid"] or d.DEFAULT_GRIDS[settings["classifier"]]
+    model, chosen, grid_table, valid_probs = d.choose_params(
+        xr_tr, y_tr, xr_va, y_va, settings["classifier"], grid, n_classes, settings["seed"], n_jobs,
+        settings["early_stopping_rounds"])
+    if settings["refit"]:
+        reducer, xr_pool, facts = fit_reducer(x_pool, n_cnn, n_desc, settings["pca"], settings["seed"])
+        model = d.fit_classifier(settings["classifier"], chosen, xr_pool, y_pool, settings["seed"], n_jobs,
+                                 settings["early_stopping_rounds"])
+    return Pipeline([("features", reducer), ("classifier", model)]), chosen, grid_table, valid_probs, facts
 
 
 def fit_deep_features(features, index: pd.DataFrame, objects: pd.DataFrame, split_table: pd.DataFrame, classes,
                       settings: dict, n_jobs: int = 1, source: str = "split.tsv"):
-    """Descriptor columns, PCA and grid search on train/valid, the chosen model. No test row is read.
+    """Descriptor columns, PCA and grid search on train/valid, the chosen model refitted on train + valid.
 
-    Returns (pipeline, columns table, chosen params, grid table, facts: a dict for train_info.json).
+    No test row is read. Returns (pipeline, columns table, chosen params, grid table, facts: a dict for
+    train_info.json, the valid rows and their probabilities by the train-only pipeline).
     """
-    from sklearn.pipeline import Pipeline
-
     classes = list(classes)
     train_rows, train_excl = rows_with_features(split_table, "train", index, source)
     valid_rows, valid_excl = rows_with_features(split_table, "valid", index, source)
@@ -215,68 +257,117 @@ def fit_deep_features(features, index: pd.DataFrame, objects: pd.DataFrame, spli
         raise InputError(source, "no original objects with features in the train or the valid split")
     n_cnn = int(features.shape[1])
     if settings["descriptors"]:
-        table = d.select_columns(d._objects_of(objects, train_rows, source), settings["max_missing"],
-                                 settings["exclude_columns"])
-        desc = table.loc[table["used"] == 1, "column"].tolist()
+        table = cols.select_columns(d.objects_of(objects, train_rows, source), settings["max_missing"],
+                                    settings["exclude_columns"], settings["include_columns"], ("export",))
+        desc = cols.used_columns(table)
         if not desc:
-            log.warning("no usable descriptor column (see columns.tsv): the CNN features only")
+            log.warning("no usable descriptor column (%s): the CNN features only", cols.explain_unused(table))
     else:
         table, desc = descriptors_off_table(objects), []
     log.info("%d CNN features (%s) + %d descriptor columns: %s", n_cnn, LAYER, len(desc), ", ".join(desc) or "none")
     x_tr = design_matrix(features, index, objects, train_rows, desc)
     x_va = design_matrix(features, index, objects, valid_rows, desc)
-    y_tr, y_va = d._labels(train_rows, classes, source), d._labels(valid_rows, classes, source)
-    reducer = make_reducer(n_cnn, len(desc), settings["pca"], len(x_tr), settings["seed"])
-    facts = {"cnn_features": n_cnn, "pca_components": None, "pca_explained_variance": None}
-    if not isinstance(reducer, str):  # "passthrough" or a ColumnTransformer to fit
-        t0 = time.perf_counter()
-        x_tr = reducer.fit_transform(x_tr)
-        x_va = reducer.transform(x_va)
-        pca = reducer.named_transformers_["cnn"]
-        facts["pca_components"] = int(pca.n_components_)
-        facts["pca_explained_variance"] = float(pca.explained_variance_ratio_.sum())
-        log.info("PCA of the CNN features (fitted on train): %d components, %.1f%% of the variance, %.1f s",
-                 pca.n_components_, 100 * facts["pca_explained_variance"], time.perf_counter() - t0)
-    facts["n_features"] = int(x_tr.shape[1])
-    facts["excluded_no_image"] = {"train": len(train_excl), "valid": len(valid_excl)}
-    facts["items"] = {"train": len(train_rows), "valid": len(valid_rows)}
-    grid = settings["param_grid"] or d.DEFAULT_GRIDS[settings["classifier"]]
-    model, chosen, grid_table = d.choose_params(x_tr, y_tr, x_va, y_va, settings["classifier"], grid, len(classes),
-                                                settings["seed"], n_jobs)
-    pipeline = Pipeline([("features", reducer), ("classifier", model)])
-    return pipeline, table, chosen, grid_table, facts
+    y_tr, y_va = d.labels_of(train_rows, classes, source), d.labels_of(valid_rows, classes, source)
+    pipeline, chosen, grid_table, valid_probs, facts = choose_and_refit(
+        x_tr, y_tr, x_va, y_va, np.vstack([x_tr, x_va]), np.concatenate([y_tr, y_va]), n_cnn, len(desc), settings,
+        len(classes), n_jobs)
+    d.log_grid(grid_table)
+    if facts["pca_components"]:
+        log.info("PCA of the CNN features (fitted on %s): %d components, %.1f%% of the variance",
+                 "train + valid" if settings["refit"] else "train", facts["pca_components"],
+                 100 * facts["pca_explained_variance"])
+    facts.update(cnn_features=n_cnn, n_features=int(facts["pca_components"] or n_cnn) + len(desc),
+                 excluded_no_image={"train": len(train_excl), "valid": len(valid_excl)},
+                 items={"train": len(train_rows), "valid": len(valid_rows)})
+    return pipeline, table, chosen, grid_table, facts, valid_rows, valid_probs
 
 
 def train_deep_features(features_path, index_path, objects_path, split_path, classes, params: dict, out_model,
-                        out_classes, out_columns, out_grid, out_info, threads: int = 1) -> dict:
-    """Rule train_deep_features: fit, choose on validation, save model, classes, columns, grid and info."""
+                        out_classes, out_columns, out_grid, out_info, out_valid=None, threads: int = 1) -> dict:
+    """Rule train_deep_features: fit, choose on validation, refit, save model, classes, columns, grid and info."""
     import sklearn
 
     t0 = time.perf_counter()
     settings = experiment_settings(params)
     features, index = load_features(features_path, index_path)
     objects, split_table = read_tsv(objects_path), read_tsv(split_path)
-    pipeline, table, chosen, grid_table, facts = fit_deep_features(features, index, objects, split_table, classes,
-                                                                   settings, threads, source=str(split_path))
+    pipeline, table, chosen, grid_table, facts, valid_rows, valid_probs = fit_deep_features(
+        features, index, objects, split_table, classes, settings, threads, source=str(split_path))
     seconds = time.perf_counter() - t0
     d.save_model(out_model, pipeline)
     write_text(out_classes, "".join(f"{c}\n" for c in classes))
     write_tsv(out_columns, table, float_format="%.4f")
     write_tsv(out_grid, grid_table.drop(columns=["seconds"]), float_format="%.6f")
+    if out_valid:
+        d.write_valid_probabilities(out_valid, valid_rows, valid_probs)
     best = grid_table[grid_table["chosen"] == 1].iloc[0]
+    items = facts["items"]
     info = {
         "kind": "deep_features", "classifier": settings["classifier"], "experiment": dict(params),
         "cnn": settings["cnn"], "cnn_layer": LAYER, "descriptors": settings["descriptors"], "pca": settings["pca"],
         **facts,
         "chosen_params": chosen, "chosen_by": "validation macro F1 (ties: validation log loss)",
         "valid_macro_f1": float(best["valid_macro_f1"]), "candidates": int(len(grid_table)),
-        "columns": table.loc[table["used"] == 1, "column"].tolist(), "classes": list(classes),
+        "refit": bool(settings["refit"]), "early_stopping_rounds": settings["early_stopping_rounds"],
+        "fitted_on": items["train"] + items["valid"] if settings["refit"] else items["train"],
+        "columns": cols.used_columns(table), "classes": list(classes),
         "seconds_total": round(seconds, 1), "threads": int(threads), "device": "CPU",
         "sklearn": sklearn.__version__,
     }
     write_json(out_info, info)
     log.info("chose %s (validation macro F1 %.4f) in %.1f s", chosen, info["valid_macro_f1"], seconds)
     return info
+
+
+# --------------------------------------------------------------------------------------------
+# Estimates (rule estimate_deep_features)
+# --------------------------------------------------------------------------------------------
+
+def estimate_deep_features(features_path, index_path, objects_path, split_path, columns_path, classes, params: dict,
+                           out_table, out_json, split: dict | None = None, threads: int = 1) -> dict:
+    """Rule estimate_deep_features: repeated k-fold (and leave-one-group-out) estimate of the experiment.
+
+    The CNN was trained on the train split: its features of those objects are better separated than
+    those of objects it never saw, so only valid and test objects are ever *tested* (the train split's
+    objects are training objects in every fold, and the inner validation objects are drawn from the
+    unseen ones too, as in the experiment itself). The CNN is not retrained per fold.
+    """
+    from .estimates import fold_plan, group_column, groups_of, run_estimate
+
+    t0 = time.perf_counter()
+    settings = experiment_settings(params)
+    est = settings["estimate"] or d.experiment_settings({})["estimate"]
+    split = dict(split or {})
+    features, index = load_features(features_path, index_path)
+    objects, split_table = read_tsv(objects_path), read_tsv(split_path)
+    desc = cols.used_columns(read_tsv(columns_path))
+    parts = [rows_with_features(split_table, s, index, str(split_path))[0] for s in ("train", "valid", "test")]
+    rows = pd.concat(parts, ignore_index=True)
+    x = design_matrix(features, index, objects, rows, desc)
+    y = d.labels_of(rows, classes, str(split_path))
+    unseen = (rows["split"] != "train").to_numpy()
+    group_by = group_column(est, split)
+    groups = groups_of(d.objects_of(objects, rows, str(split_path)), group_by, str(objects_path)) if group_by else None
+    plan = fold_plan(y, est["folds"], est["repeats"], settings["seed"], groups, unseen, est["max_group_folds"])
+    n_cnn = int(features.shape[1])
+
+    def learn(train, valid, pool):
+        pipeline, chosen, _, _, _ = choose_and_refit(x[train], y[train], x[valid], y[valid], x[pool], y[pool], n_cnn,
+                                                     len(desc), settings, len(classes), threads)
+        return (lambda test: d.full_probabilities(pipeline, x[test], len(classes))), chosen
+
+    log.info("estimate: %d objects with features, %d of them not seen by the CNN (tested); %d folds", len(y),
+             int(unseen.sum()), len(plan))
+    result = run_estimate(y, len(classes), plan, learn, d.valid_share_of(split), settings["seed"], validatable=unseen)
+    # no wall time in it: an unchanged estimate is byte-identical
+    summary = {**result.summary, "settings": est, "refit": bool(settings["refit"]),
+               "valid_share": d.valid_share_of(split), "group_by": group_by, "n_objects": int(len(y)),
+               "note": (f"the {int(unseen.sum())} valid and test objects, which the CNN {settings['cnn']} did not "
+                        f"train on, are tested in turn; the {int((~unseen).sum())} train objects train every fold")}
+    write_tsv(out_table, result.table, float_format="%.6f")
+    write_json(out_json, summary)
+    log.info("estimate done in %.1f s", time.perf_counter() - t0)
+    return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,23 +381,24 @@ def predict_split(model, features, index: pd.DataFrame, objects: pd.DataFrame, s
     if rows.empty:
         raise InputError(source, f"no {split} objects with features to evaluate")
     x = design_matrix(features, index, objects, rows, desc_columns)
-    return rows, d._labels(rows, classes, source), d.full_probabilities(model, x, len(classes)), excluded
+    return rows, d.labels_of(rows, classes, source), d.full_probabilities(model, x, len(classes)), excluded
 
 
 def summary_lines(experiment: str, info: dict, results: dict, classes, counts: dict, model_file: str,
-                  cnn: dict | None = None):
+                  cnn: dict | None = None, estimate: dict | None = None):
     """Sections of (label, value) pairs for summary.txt and summary.html."""
     from .evaluate import _duration, describe_weights, result_lines
 
     test, valid = results["test"].metrics, results["valid"].metrics
-    cols = info.get("columns", [])
+    used = info.get("columns", [])
     cnn = cnn or {}
-    pca = (f", reduced by PCA (fitted on train) to {info['pca_components']} components "
+    fitted = "train + valid" if info.get("refit") else "train"
+    pca = (f", reduced by PCA (fitted on {fitted}) to {info['pca_components']} components "
            f"({100 * info['pca_explained_variance']:.1f}% of their variance)" if info.get("pca_components") else
            ", all of them (no PCA)")
     what = (f"{info.get('classifier', '?')} (scikit-learn) on the {info.get('cnn_features', '?')} penultimate-layer "
             f"features ({info.get('cnn_layer', LAYER)}) of CNN experiment {info.get('cnn', '?')}{pca}")
-    what += (f", and {len(cols)} image descriptors of the export: {', '.join(cols)}" if cols else
+    what += (f", and {len(used)} image descriptors of the export: {', '.join(used)}" if used else
              (", and no descriptor (none usable; see columns.tsv)" if info.get("descriptors") else
               ", without descriptors (descriptors: false)"))
     model = [
@@ -315,6 +407,7 @@ def summary_lines(experiment: str, info: dict, results: dict, classes, counts: d
                 f"{describe_weights(cnn.get('weights'), cnn.get('fine_tune'))}; its best checkpoint (best.keras) "
                 "gives the features"),
         d.chosen_line(info),
+        d.refit_line(info),
         ("Evaluated model", model_file),
     ]
     res = result_lines(test, valid, len(classes))
@@ -325,16 +418,23 @@ def summary_lines(experiment: str, info: dict, results: dict, classes, counts: d
     excl = valid["n_excluded_no_image"] + test["n_excluded_no_image"]
     if excl:
         data.append(("Left out", f"{excl} objects whose image could not be normalised (see the normalise logs)"))
-    return [("Model", model), ("Results", res), ("Training", training), ("Data", data)]
+    sections = [("Model", model), ("Results", res)]
+    if estimate is not None:
+        from .estimates import summary_lines as estimate_lines
+
+        sections.append(("Estimates", estimate_lines(estimate)))
+    return sections + [("Training", training), ("Data", data)]
 
 
 def evaluate_deep_features(model_path, classes_path, columns_path, grid_path, info_path, features_path, index_path,
                            objects_path, split_path, classes, outputs: dict, experiment: str = "",
-                           ece_bins: int = 15, store_npys=None, store_indexes=None, cnn: dict | None = None) -> dict:
+                           ece_bins: int = 15, store_npys=None, store_indexes=None, cnn: dict | None = None,
+                           valid_path=None, estimate_path=None) -> dict:
     """Rule evaluate_deep_features: the same outputs as evaluate_model (keys of ``outputs`` alike).
 
     With ``store_npys``/``store_indexes`` (the CNN's image store) the most confident mistakes are shown
-    with their images. ``cnn``: the CNN experiment's settings, for the summary.
+    with their images. ``cnn``: the CNN experiment's settings, for the summary. ``valid_path``: the
+    validation probabilities of the train-only pipeline (train rule); ``estimate_path``: ``estimate.json``.
     """
     from . import evaluate as ev
 
@@ -345,8 +445,7 @@ def evaluate_deep_features(model_path, classes_path, columns_path, grid_path, in
                          hint="retrain the experiment (snakemake -R train_deep_features)")
     classes = trained
     info = json.loads(Path(info_path).read_text(encoding="utf-8"))
-    table = read_tsv(columns_path)
-    desc = table.loc[table["used"].astype(int) == 1, "column"].tolist()
+    desc = cols.used_columns(read_tsv(columns_path))
     features, index = load_features(features_path, index_path)
     if info.get("cnn_features") is not None and int(info["cnn_features"]) != features.shape[1]:
         raise InputError(features_path, f"{features.shape[1]} features per object, the model was trained on "
@@ -363,6 +462,9 @@ def evaluate_deep_features(model_path, classes_path, columns_path, grid_path, in
     for s in ev.SPLITS:
         rows, y, probs, excluded = predict_split(model, features, index, objects, split_table, s, desc, classes,
                                                  source=str(split_path))
+        if s == "valid" and valid_path:
+            vrows, vprobs = d.read_valid_probabilities(valid_path, split_table, len(classes))
+            probs = pd.DataFrame(vprobs, index=vrows["item_id"]).loc[rows["item_id"]].to_numpy()
         results[s] = ev.split_result(rows, y, probs, classes, s, include_augmented=False, bins=ece_bins,
                                      excluded=excluded, gather=gather)
         ev.write_split_outputs(results[s], classes, {key: outputs[f"{s}_{key}"] for key in ev.SPLIT_OUTPUTS},
@@ -371,8 +473,9 @@ def evaluate_deep_features(model_path, classes_path, columns_path, grid_path, in
         log.info("%s: accuracy %.4f, macro F1 %.4f (n = %d)", s, m["accuracy"], m["macro_f1"], m["n_objects"])
     d.plot_grid(read_tsv(grid_path), outputs["curves"],
                 title=f"{experiment}: hyper-parameter search (fitted on train, scored on valid)")
+    estimate = json.loads(Path(estimate_path).read_text(encoding="utf-8")) if estimate_path else None
     sections = summary_lines(experiment, info, results, classes, ev.split_counts(split_table), Path(model_path).name,
-                             cnn)
+                             cnn, estimate)
     write_text(outputs["summary"], ev.summary_text(experiment, sections))
     write_text(outputs["summary_html"], ev.summary_html(experiment, sections, results))
     return results

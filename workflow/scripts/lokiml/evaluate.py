@@ -889,6 +889,22 @@ def summary_lines(experiment: str, params: dict, facts: dict, results: dict, cla
     return [("Model", model), ("Results", res), ("Training", training), ("Data", data)]
 
 
+def with_warnings(sections, info: dict, results: dict, classes):
+    """``sections`` with a first section "Warnings" when training or the predictions show a model that did not
+    learn (lokiml.diagnostics); each warning is logged too."""
+    from . import diagnostics
+
+    found = [str(w) for w in (_get(info, "warnings", default=[]) or [])]
+    for s in ("valid", "test"):
+        if s in results:
+            found += diagnostics.confusion_warnings(results[s].confusion, classes, s)
+    for w in found:
+        log.warning("diagnostics: %s", w)
+    if not found:
+        return sections
+    return [("Warnings", [(f"Warning {k}", w) for k, w in enumerate(found, 1)])] + list(sections)
+
+
 def _early_stopping_rule(params: dict) -> str:
     es = params.get("early_stopping")
     if not es:
@@ -961,6 +977,7 @@ def evaluate_experiment(model_path, classes_path, history_path, info_path, split
                          best_epoch=facts["best_epoch"])
     sections = summary_lines(experiment, params, facts, results, classes, split_counts(split_table),
                              Path(model_path).name, include_augmented)
+    sections = with_warnings(sections, info, results, classes)
     write_text(outputs["summary"], summary_text(experiment, sections))
     write_text(outputs["summary_html"], summary_html(experiment, sections, results))
     return results
@@ -971,8 +988,13 @@ def evaluate_experiment(model_path, classes_path, history_path, info_path, split
 # --------------------------------------------------------------------------------------------
 
 LEADERBOARD_COLUMNS = ["rank", "experiment", "test_macro_f1", "test_accuracy", "test_balanced_accuracy",
-                       "test_top3_accuracy", "test_log_loss", "test_ece", "valid_macro_f1", "model", "weights",
+                       "test_top3_accuracy", "test_log_loss", "test_ece", "valid_macro_f1", "cv_macro_f1",
+                       "cv_macro_f1_sd", "logo_macro_f1", "logo_macro_f1_sd", "model", "weights",
                        "image_size", "epochs_run", "best_epoch", "training_seconds", "n_test"]
+# The repeated estimates (lokiml.estimates) of the experiments that have one: mean and sd of macro F1 over
+# k-fold splits (cv_) and over left-out groups (logo_); missing for the others.
+ESTIMATE_COLUMNS = {"cv_macro_f1": ("kfold", "macro_f1_mean"), "cv_macro_f1_sd": ("kfold", "macro_f1_sd"),
+                    "logo_macro_f1": ("logo", "macro_f1_mean"), "logo_macro_f1_sd": ("logo", "macro_f1_sd")}
 
 
 LEADERBOARD_OPTIONAL_INTS = ("image_size", "epochs_run", "best_epoch")
@@ -994,13 +1016,14 @@ def leaderboard_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def leaderboard(experiments, test_metrics, valid_metrics, infos, settings: dict, out_tsv, out_html=None,
-                out_figure=None) -> pd.DataFrame:
+                out_figure=None, estimates: dict | None = None) -> pd.DataFrame:
     """One row per experiment, sorted by test macro F1.
 
     ``test_metrics``, ``valid_metrics`` and ``infos`` are paths, in the order
     of ``experiments``; ``settings`` maps an experiment to its configuration
-    (model, weights, image_size).
+    (model, weights, image_size); ``estimates`` an experiment to its ``estimate.json`` (those that have one).
     """
+    estimates = dict(estimates or {})
     rows = []
     for name, tpath, vpath, ipath in zip(experiments, test_metrics, valid_metrics, infos, strict=True):
         t = json.loads(Path(tpath).read_text(encoding="utf-8"))
@@ -1020,7 +1043,13 @@ def leaderboard(experiments, test_metrics, valid_metrics, infos, settings: dict,
             "training_seconds": facts["seconds_total"] if facts["seconds_total"] is not None else float("nan"),
             "n_test": t["n_objects"],
         })
+        est = json.loads(Path(estimates[name]).read_text(encoding="utf-8")) if name in estimates else {}
+        for col, (scheme, key) in ESTIMATE_COLUMNS.items():
+            rows[-1][col] = (est.get(scheme) or {}).get(key, float("nan"))
     table = leaderboard_table(rows)
+    for pair in (["cv_macro_f1", "cv_macro_f1_sd"], ["logo_macro_f1", "logo_macro_f1_sd"]):
+        if table[pair[0]].isna().all():  # no experiment has this estimate: no column for it
+            table = table.drop(columns=pair)
     write_tsv(out_tsv, table, float_format="%.4f")
     if out_html:
         notes = ("Experiments sorted by macro F1 on the test split (every class weighs the same). "
@@ -1037,14 +1066,23 @@ def leaderboard(experiments, test_metrics, valid_metrics, infos, settings: dict,
         shown = table.copy()
         shown["weights"] = [short_weights(w) for w in shown["weights"]]
         shown["training_time"] = [_duration(v) if np.isfinite(v) else "" for v in shown.pop("training_seconds")]
+        for col in ("cv_macro_f1", "logo_macro_f1"):
+            if col in shown.columns:
+                sd = shown.pop(f"{col}_sd")
+                shown[col] = [f"{m:.3f} ± {e:.3f}" if np.isfinite(m) else "" for m, e in zip(shown[col], sd)]
+        heads["cv_macro_f1"] = ("macro F1 over repeated stratified k-fold splits, mean ± sd over the folds, the grid "
+                                "chosen inside each fold (scikit-learn experiments; see their summary)")
+        heads["logo_macro_f1"] = ("macro F1 on a group (split.group_by) the model never saw, mean ± sd over the "
+                                  "groups: what a new sample, haul or cruise looks like")
         heads["weights"] = "; ".join(f"{e}: {w}" for e, w in zip(table["experiment"], table["weights"]))
         labels = {"test_macro_f1": "macro F1", "test_accuracy": "accuracy",
                   "test_balanced_accuracy": "balanced accuracy", "test_top3_accuracy": "top-3 accuracy",
                   "test_log_loss": "log loss", "test_ece": "ECE", "valid_macro_f1": "validation macro F1",
                   "epochs_run": "epochs", "best_epoch": "best epoch", "training_time": "training time",
-                  "n_test": "test objects", "image_size": "image size (px)"}
+                  "n_test": "test objects", "image_size": "image size (px)",
+                  "cv_macro_f1": "k-fold macro F1 (mean ± sd)", "logo_macro_f1": "new group macro F1 (mean ± sd)"}
         scores = ["rank", "experiment", "test_macro_f1", "test_accuracy", "test_balanced_accuracy",
-                  "test_top3_accuracy", "test_log_loss", "test_ece", "valid_macro_f1"]
+                  "test_top3_accuracy", "test_log_loss", "test_ece", "valid_macro_f1", "cv_macro_f1", "logo_macro_f1"]
         settings_cols = ["rank", "experiment", "model", "weights", "image_size", "epochs_run", "best_epoch",
                          "training_time", "n_test"]
         body = f'<p class="note">{html.escape(notes)}</p><h2>Scores on the test split</h2>' + html_table(

@@ -260,7 +260,7 @@ def augment(img: np.ndarray, flip: bool, angle: float, dx: float, dy: float) -> 
 
 
 def normalise(img: np.ndarray, size: int, threshold: int = 245, polarity: str = "dark",
-              bottom_crop: float = 0.0) -> np.ndarray:
+              bottom_crop: float = 0.0, canvas: int | None = None) -> np.ndarray:
     """Crop to the object, centre it on a square canvas and resize: ``uint8 (size, size)``.
 
     * ``bottom_crop``: the fraction of the height removed from the bottom first
@@ -278,6 +278,10 @@ def normalise(img: np.ndarray, size: int, threshold: int = 245, polarity: str = 
       shrinking (sharp, no aliasing), BILINEAR when enlarging (no ringing on
       small objects). The aspect ratio is kept by construction and the object
       is never cropped.
+    * ``canvas`` (pixels of the original image, scale-preserving): the square's side is at least
+      ``canvas``, so every object no larger than it keeps its size relative to the frame (a 5 px speck
+      stays small, a 90 px organism fills most of a 100 px canvas); larger objects are shrunk to fit.
+      None: each object on its own square (fills the frame whatever its size).
     """
     img = _check_grey(img)
     size = int(size)
@@ -308,14 +312,14 @@ def normalise(img: np.ndarray, size: int, threshold: int = 245, polarity: str = 
         cols = np.flatnonzero(obj.any(axis=0))
         img = img[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
     h, w = img.shape
-    side = max(h, w)
-    canvas = np.full((side, side), background, dtype=np.uint8)
+    side = max(h, w, int(canvas or 0))
+    square = np.full((side, side), background, dtype=np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
-    canvas[top: top + h, left: left + w] = img
+    square[top: top + h, left: left + w] = img
     if side == size:
-        return canvas
+        return square
     resample = Image.Resampling.LANCZOS if side > size else Image.Resampling.BILINEAR
-    out = Image.fromarray(canvas, "L").resize((size, size), resample=resample)
+    out = Image.fromarray(square, "L").resize((size, size), resample=resample)
     return np.array(out, dtype=np.uint8)
 
 

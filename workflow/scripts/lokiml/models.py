@@ -401,29 +401,91 @@ def head_model(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{model.name}_head")
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """rmsprop, adam or sgd (Keras defaults otherwise) at ``learning_rate``."""
-    name = str(name).lower()
+OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
+
+
+def make_schedule(kind: str, learning_rate: float, steps_per_epoch: int, epochs: int, warmup_epochs: int = 0):
+    """The learning rate of one training phase: a float (``constant``, no warm-up) or a Keras schedule.
+
+    ``warmup_epochs``: the rate rises linearly from a hundredth of ``learning_rate`` to it over that many
+    epochs (steps, in fact); ``cosine``: then it falls along a half cosine to zero at the end of the phase.
+    ``constant`` with warm-up stays at ``learning_rate`` after the warm-up.
+    """
     lr = float(learning_rate)
+    steps = max(1, int(steps_per_epoch))
+    warm = max(0, min(int(warmup_epochs), int(epochs) - 1)) * steps
+    total = max(1, int(epochs)) * steps
+    if kind == "constant" and warm == 0:
+        return lr
+    if kind == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=lr / 100.0 if warm else lr, decay_steps=max(1, total - warm),
+            warmup_target=lr if warm else None, warmup_steps=warm)
+    if kind == "constant":
+        # Warm-up, then constant: a piecewise schedule (linear steps are close enough over a few epochs).
+        bounds = [int(round(warm * k / 10)) for k in range(1, 10)] + [warm]
+        values = [lr * max(0.01, k / 10) for k in range(0, 10)] + [lr]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
+    raise ValueError(f"unknown schedule {kind!r}: constant or cosine")
+
+
+def make_optimizer(name: str, learning_rate, weight_decay: float | None = None) -> keras.optimizers.Optimizer:
+    """rmsprop, adam, adamw or sgd (Keras defaults otherwise) at ``learning_rate`` (a float or a schedule).
+
+    ``weight_decay``: decoupled weight decay (Keras' ``weight_decay`` argument); None keeps the optimizer's
+    default (none, except AdamW's 0.004).
+    """
+    name = str(name).lower()
+    lr = learning_rate if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule) \
+        else float(learning_rate)
+    kw = {} if weight_decay is None else {"weight_decay": float(weight_decay)}
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=lr)
+        return keras.optimizers.RMSprop(learning_rate=lr, **kw)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate=lr)
+        return keras.optimizers.Adam(learning_rate=lr, **kw)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, **kw)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr)
-    raise ValueError(f"unknown optimizer {name!r}: rmsprop, adam or sgd")
+        return keras.optimizers.SGD(learning_rate=lr, **kw)
+    raise ValueError(f"unknown optimizer {name!r}: {', '.join(OPTIMIZERS)}")
 
 
-def make_loss() -> keras.losses.Loss:
-    """Sparse categorical cross-entropy on probabilities: the model ends in a softmax."""
+@keras.saving.register_keras_serializable(package="lokiml")
+class SparseCrossentropyWithSmoothing(keras.losses.Loss):
+    """Cross-entropy of integer labels against softmax probabilities, with label smoothing.
+
+    Keras' SparseCategoricalCrossentropy has no label smoothing; this one turns the labels into one-hot
+    vectors (``keras.ops.one_hot``) and calls ``keras.losses.categorical_crossentropy`` with it.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "sparse_crossentropy_smoothed", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        n = int(y_pred.shape[-1])
+        y = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), n, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(y, y_pred, from_logits=False,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def make_loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """Sparse categorical cross-entropy on probabilities (the model ends in a softmax), optionally with
+    label smoothing."""
+    if label_smoothing:
+        return SparseCrossentropyWithSmoothing(label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=False)
 
 
-def compile_model(model: keras.Model, optimizer: str, learning_rate: float, jit_compile=False) -> keras.Model:
+def compile_model(model: keras.Model, optimizer: str, learning_rate, jit_compile=False, weight_decay=None,
+                  label_smoothing: float = 0.0) -> keras.Model:
     """Compile with :func:`make_optimizer`, :func:`make_loss` (integer labels) and metric 'accuracy'."""
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
-        loss=make_loss(),
+        optimizer=make_optimizer(optimizer, learning_rate, weight_decay),
+        loss=make_loss(label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
     )

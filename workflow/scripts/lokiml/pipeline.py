@@ -54,12 +54,13 @@ def split_dataset(balanced_path, objects_path, split_out, train=0.6, valid=0.2, 
 
 
 def normalise_images(export_path, balanced_path, out_npy, out_index, size, shard, shards, threshold=245,
-                     polarity="dark", bottom_crop=0.0, max_pixels=100_000_000, threads=1, cache_dir=None):
+                     polarity="dark", bottom_crop=0.0, max_pixels=100_000_000, threads=1, cache_dir=None,
+                     canvas=None):
     balanced = read_tsv(balanced_path)
     mine = balanced[[shard_of(i, shards) == shard for i in balanced["item_id"]]]
     log.info("shard %d/%d at %d px: %d of %d items", shard, shards, size, len(mine), len(balanced))
     params = NormParams(size=size, threshold=threshold, polarity=polarity, bottom_crop=bottom_crop,
-                        max_pixels=max_pixels)
+                        max_pixels=max_pixels, canvas=int(canvas) if canvas else None)
     with open_export(export_path) as export:
         return normalise_shard(mine, export.read_image_by_ref, params, out_npy, out_index, threads=threads,
                                cache_dir=cache_dir)

@@ -116,7 +116,7 @@ def ecotaxa_names(classes, objects: pd.DataFrame | None) -> dict[str, str]:
 
 def record_normalisation(model_path, classes_path, objects_path, out, experiment: str, image_size: int,
                          threshold: int, polarity: str, bottom_crop: float, max_pixels: int,
-                         img_rank: int = 0) -> dict:
+                         img_rank: int = 0, canvas: int | None = None) -> dict:
     """Write the normalisation record of a trained experiment (see the module docstring)."""
     classes = [c for c in Path(classes_path).read_text(encoding="utf-8").splitlines() if c]
     objects = None
@@ -134,6 +134,7 @@ def record_normalisation(model_path, classes_path, objects_path, out, experiment
         "bottom_crop": float(bottom_crop),
         "max_pixels": int(max_pixels),
         "img_rank": int(img_rank),
+        "canvas": int(canvas) if canvas else None,
         "classes": [{"name": c, "ecotaxa_name": names[c]} for c in classes],
     }
     write_json(out, rec)
@@ -161,7 +162,8 @@ def load_record(path) -> Record:
     if missing:
         raise InputError(path, f"normalisation record lacks {missing}", hint="make it again (rule record_normalisation)")
     params = NormParams(size=int(d["image_size"]), threshold=int(d["threshold"]), polarity=str(d["polarity"]),
-                        bottom_crop=float(d["bottom_crop"]), max_pixels=int(d["max_pixels"]))
+                        bottom_crop=float(d["bottom_crop"]), max_pixels=int(d["max_pixels"]),
+                        canvas=int(d["canvas"]) if d.get("canvas") else None)
     classes = [c["name"] for c in d["classes"]]
     names = [c.get("ecotaxa_name") or c["name"] for c in d["classes"]]
     return Record(params, classes, names, int(d.get("img_rank", 0)), d.get("model_sha1"))

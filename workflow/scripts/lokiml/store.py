@@ -43,11 +43,14 @@ class NormParams:
     polarity: str = "dark"
     bottom_crop: float = 0.0
     max_pixels: int = 100_000_000
+    canvas: int | None = None  # scale-preserving canvas in pixels (normalise.canvas); None: the object's own square
 
     def key(self) -> str:
         # v2: colour JPEGs are decoded straight to luma (lokiml.images.decode_grey), which differs
         # from the v1 route by a fraction of a grey level; their cached images are made again.
-        return params_hash({"v": 2, **self.__dict__})
+        # canvas enters the key only when set, so that caches made before it existed stay valid.
+        d = {k: v for k, v in self.__dict__.items() if not (k == "canvas" and v is None)}
+        return params_hash({"v": 2, **d})
 
 
 def normalise_item(data: bytes, name: str, p: NormParams, flip=0, angle=0.0, dx=0.0, dy=0.0) -> np.ndarray:
@@ -58,7 +61,8 @@ def normalise_item(data: bytes, name: str, p: NormParams, flip=0, angle=0.0, dx=
         img = img[: max(1, int(round(h * (1.0 - p.bottom_crop))))]
     if int(flip) or float(angle) or float(dx) or float(dy):
         img = images.augment(img, bool(int(flip)), float(angle), float(dx), float(dy))
-    return images.normalise(img, p.size, threshold=p.threshold, polarity=p.polarity, bottom_crop=0.0)
+    return images.normalise(img, p.size, threshold=p.threshold, polarity=p.polarity, bottom_crop=0.0,
+                            canvas=p.canvas)
 
 
 def normalise_shard(items: pd.DataFrame, read_bytes, params: NormParams, out_npy, out_index,

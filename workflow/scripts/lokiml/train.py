@@ -9,9 +9,9 @@
   by :mod:`lokiml.runtime`; model and loop use Keras APIs only, so training runs with
   ``KERAS_BACKEND`` tensorflow, jax or torch.
 * Batches come from the memory-mapped store as NumPy arrays (:mod:`lokiml.datasets`: a
-  ``keras.utils.PyDataset`` read one batch ahead, or tf.data on TensorFlow, faster there). On-the-fly augmentation (training only) is
-  a block of Keras random layers in front of the model that is fitted, so it runs on the
-  training device; validation data is never augmented.
+  ``keras.utils.PyDataset`` read one batch ahead, or tf.data on TensorFlow, faster there).
+  On-the-fly augmentation (training only) is a block of Keras random layers in front of the
+  model that is fitted, so it runs on the training device; validation data is never augmented.
 * With a frozen pre-trained base and no augmentation, the base's pooled features
   are computed once and kept in ``state_dir``; the head (the very same Dropout
   and Dense layers) is trained on them. The saved model is always the full one,
@@ -37,6 +37,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -50,7 +51,8 @@ import pandas as pd
 
 from . import runtime
 from .config import load_schema, params_hash
-from .datasets import FeatureSource, ImageSource, augmented_model, make_augmenter, make_batches, predict_padded
+from .datasets import (FeatureSource, ImageSource, augmented_model, batch_count, make_augmenter, make_batches,
+                       predict_padded)
 from .errors import ConfigError, InputError
 from .io import atomic_path, read_tsv, write_json, write_text, write_tsv
 
@@ -383,8 +385,9 @@ class _Run:
     """One experiment's training: models, data, resume state, and the epoch loop."""
 
     def __init__(self, split_path, store_npys, store_indexes, classes, state_dir, params, weights_path, threads,
-                 gpu_request=0, cpu_fallback=False):
+                 on_epoch=None, gpu_request=0, cpu_fallback=False):
         self.t_start = time.monotonic()
+        self.on_epoch = on_epoch
         self.params = params = experiment_params(params)
         self.classes = [str(c) for c in classes]
         if params["kind"] != "cnn":
@@ -459,6 +462,7 @@ class _Run:
         p = self.progress
         with self.rt.scope():
             self.model, self.base = self._new_model()
+            self._set_bn_momentum()
             # Trained on cached features: the same Dropout and Dense layers as the full model's.
             self.head = models.head_model(self.model) if self.use_cache else None
             # What trains on images: the model itself, or with augmentation the random layers and then it.
@@ -467,6 +471,55 @@ class _Run:
                 # The weights as of the last finished epoch (the optimizer state is restored when its
                 # phase goes on, see _run_phase).
                 load_weights_from(self.state.file(p.model_file), self.head if p.model_kind == "head" else self.full)
+
+    def _set_bn_momentum(self) -> None:
+        """batchnorm.momentum: Keras' 0.99 (null), a number, or one suited to the steps of an epoch (auto)."""
+        from . import bn
+
+        m = self.params["batchnorm"]["momentum"]
+        if m is None:
+            return
+        if m == "auto":
+            m = bn.momentum_for_steps(batch_count(len(self.train_src), self.batch_size, drop_remainder=True))
+        layers = bn.batchnorm_layers(self.base)
+        for layer in layers:
+            layer.momentum = float(m)
+        log.info("BatchNormalization momentum %.3f in %d layers", float(m), len(layers))
+
+    def _precise_bn(self, epoch: int) -> int:
+        """Precise BN (lokiml.bn): the moving statistics of the trainable BatchNorm layers re-estimated with
+        the current weights on up to batchnorm.precise_images training images (not augmented, the same
+        images for the same epoch), so that validation and the saved model use statistics of these weights."""
+        from . import bn
+
+        cfg = self.params["batchnorm"]
+        if cfg["precise"] is False or not bn.batchnorm_layers(self.base, trainable_only=True):
+            return 0
+        n = min(len(self.train_src), int(cfg["precise_images"]))
+        pos = np.sort(np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.train_src))[:n])
+        # The training batch size: the statistics each layer normalised by in training.
+        size = self.batch_size
+
+        preprocess = self.model.get_layer("preprocess")
+
+        def batches():  # the base's input: grey uint8 images through the model's own preprocessing layer
+            for i in range(0, n, size):
+                x, _ = self.train_src.fetch(pos[i:i + size])
+                yield preprocess(x)
+
+        t0 = time.monotonic()
+        used = bn.precise_batchnorm(self.base, batches)
+        log.info("precise BN: moving statistics of %d BatchNorm layers re-estimated on %d training images "
+                 "in %.1f s", len(bn.batchnorm_layers(self.base, trainable_only=True)), used, time.monotonic() - t0)
+        return used
+
+    def _class_weight(self, labels) -> dict | None:
+        if self.params["class_weight"] != "balanced":
+            return None
+        counts = np.bincount(np.asarray(labels), minlength=len(self.classes))
+        present = counts > 0
+        w = np.where(present, len(labels) / (present.sum() * np.maximum(counts, 1)), 0.0)
+        return {i: float(w[i]) for i in range(len(self.classes))}
 
     def _features(self) -> tuple[FeatureSource, FeatureSource]:
         """Cached base features of the train and valid items (computed once, kept in state_dir)."""
@@ -514,7 +567,13 @@ class _Run:
                 log.info("fine-tuning: the top %d layers of the base are trainable (%d of them with weights); "
                          "%d BatchNormalization layers stay frozen", self.fine_tune["layers"], n_layers, n_bn)
             train_model = self.head if cached else self.full
-            models.compile_model(train_model, self.params["optimizer"], lr, jit_compile=self.rt.xla)
+            # Steps per epoch: full batches only (make_batches(drop_remainder=True) in the loop below).
+            steps = batch_count(len(self.train_src), self.batch_size, drop_remainder=True)
+            schedule = models.make_schedule(self.params["schedule"], lr, steps, n_epochs,
+                                            self.params["warmup_epochs"])
+            models.compile_model(train_model, self.params["optimizer"], schedule, jit_compile=self.rt.xla,
+                                 weight_decay=self.params["weight_decay"],
+                                 label_smoothing=self.params["label_smoothing"])
             if self.rt.xla and not train_model.jit_compile:
                 log.warning("XLA is off for this training: Keras cannot compile a layer of it on the %s backend "
                             "(TensorFlow's XLA has no kernel for the random rotation/zoom/translation layers)",
@@ -530,6 +589,7 @@ class _Run:
             fit_train, fit_valid = self.train_src, self.valid_src
         valid_ds = make_batches(fit_valid, np.arange(len(fit_valid)), self.batch_size, threads=self.threads)
         es = self.params["early_stopping"]
+        class_weight = self._class_weight(fit_train.labels)
 
         for e in range(int(p.epochs_per_phase.get(phase, 0)) if continuing else 0, n_epochs):
             epoch = p.epoch + 1
@@ -538,12 +598,20 @@ class _Run:
             # Full batches only: the few items of the rest differ every epoch (make_batches says why).
             train_ds = make_batches(fit_train, order, self.batch_size, threads=self.threads, drop_remainder=True)
             t0 = time.monotonic()
-            logs = train_model.fit(train_ds, validation_data=valid_ds, epochs=1, verbose=0, shuffle=False).history
+            logs = train_model.fit(train_ds, epochs=1, verbose=0, shuffle=False, class_weight=class_weight).history
+            # Validation in inference mode, after precise BN where BatchNorm layers are trained: with the moving
+            # statistics of Keras (momentum 0.99) a network trained from scratch is judged, and its best epoch
+            # chosen, with statistics of long-gone weights (README: "CNNs that learn").
+            self._precise_bn(epoch)
+            val = train_model.evaluate(valid_ds, verbose=0, return_dict=True)
             seconds = time.monotonic() - t0
             row = {"phase": phase, "epoch": epoch,
-                   **{k: float(logs[k][-1]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+                   **{k: float(logs[k][-1]) for k in ("loss", "accuracy")},
+                   "val_loss": float(val["loss"]), "val_accuracy": float(val["accuracy"]),
                    "seconds": seconds, "learning_rate": float(np.asarray(train_model.optimizer.learning_rate))}
             p.history.append(row)
+            if self.on_epoch is not None:
+                self.on_epoch(self.model, dict(row))  # benchmarks: the full model (it shares the head's layers)
             p.epoch, p.phase = epoch, phase
             p.epochs_per_phase[phase] = e + 1
             log.info("%s epoch %d/%d (epoch %d): loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f, %.1f s",
@@ -588,6 +656,7 @@ class _Run:
         if p.best_file is None:
             log.warning("val_loss was never a finite number: best.keras is the final model")
             save_for_inference(self.model, out_best)
+            self.best_valid_pred = self._valid_predictions(self.model)
             return
         if p.best_kind == "full":
             target, holder = self.model, self.full
@@ -600,7 +669,25 @@ class _Run:
         current = holder.get_weights()
         load_weights_from(self.state.file(p.best_file), holder)
         save_for_inference(target, out_best)
+        self.best_valid_pred = self._valid_predictions(target)
         holder.set_weights(current)
+
+    def _valid_predictions(self, model) -> np.ndarray:
+        """Predicted class of every validation image by ``model`` (a full model, inference mode)."""
+        ds = make_batches(self.valid_src, np.arange(len(self.valid_src)), self.batch_size, threads=self.threads)
+        return np.asarray(model.predict(ds, verbose=0)).argmax(axis=1)
+
+    def warnings(self) -> list[str]:
+        """The diagnostics of lokiml.diagnostics for this run (after _save_best)."""
+        from . import diagnostics
+
+        labels = self.valid_src.labels
+        out = diagnostics.training_warnings(self.progress.history, labels, len(self.classes),
+                                            self.progress.best_epoch)
+        pred = getattr(self, "best_valid_pred", None)
+        if pred is not None:
+            out += diagnostics.prediction_warnings(pred, labels, self.classes, "validation (best.keras)")
+        return out
 
     def write_outputs(self, out_model, out_best, out_classes, out_history, out_summary, out_info) -> dict:
         p = self.progress
@@ -609,6 +696,9 @@ class _Run:
         write_text(out_classes, "".join(f"{c}\n" for c in self.classes))
         write_tsv(out_history, pd.DataFrame(p.history, columns=HISTORY_COLUMNS))
         write_text(out_summary, _summary_text(self.model))
+        warnings = self.warnings()
+        for w in warnings:
+            log.warning("diagnostics: %s", w)
         stops = [e for e in p.stopped_early_at.values() if e is not None]
         desc = self.rt.describe()
         info = {
@@ -621,6 +711,7 @@ class _Run:
             "stopped_early_per_phase": {ph: p.stopped_early_at.get(ph) for ph, _, _ in self.phases},
             "best_epoch": p.best_epoch,
             "best_val_loss": p.best_val_loss,
+            "warnings": warnings,
             "seconds_total": time.monotonic() - self.t_start,
             "seconds_per_epoch": [row["seconds"] for row in p.history],
             "feature_seconds": self.feature_seconds,
@@ -650,7 +741,7 @@ def _test_kill_hook(epoch: int) -> None:
 
 def train_experiment(split_path, store_npys, store_indexes, classes, out_model, out_best, out_classes, out_history,
                      out_summary, out_info, state_dir, params: dict, weights_path=None, threads: int = 1,
-                     gpu_request: int = 0, cpu_fallback: bool = False) -> dict:
+                     on_epoch=None, gpu_request: int = 0, cpu_fallback: bool = False) -> dict:
     """Train one experiment and write its outputs; returns what was written to ``out_info``.
 
     ``params``: the experiment's configuration (see the schema's ``experiment``; missing
@@ -661,6 +752,8 @@ def train_experiment(split_path, store_npys, store_indexes, classes, out_model, 
     ``threads``: the backend's intra-op threads (set once per process). ``gpu_request``: GPUs the job
     asked for (its ``gpu`` resource): with none visible, training stops at once with a
     :class:`lokiml.runtime.DeviceError` saying why, unless ``cpu_fallback`` (lokiml/runtime.py).
+    ``on_epoch(model, row)``: called after each epoch's validation with the full model and the history row
+    (benchmarks measure with it; an exception it raises stops training, and nothing is written).
 
     Outputs, all written atomically:
 
@@ -674,7 +767,7 @@ def train_experiment(split_path, store_npys, store_indexes, classes, out_model, 
       features, item counts, skipped items by reason, device, precision, backend, the runtime's
       choices (lokiml.runtime.Runtime.describe), versions).
     """
-    run = _Run(split_path, store_npys, store_indexes, classes, state_dir, params, weights_path, threads,
+    run = _Run(split_path, store_npys, store_indexes, classes, state_dir, params, weights_path, threads, on_epoch,
                gpu_request, cpu_fallback)
     run.run()
     info = run.write_outputs(out_model, out_best, out_classes, out_history, out_summary, out_info)

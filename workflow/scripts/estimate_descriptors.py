@@ -1,0 +1,25 @@
+"""Rule estimate_descriptors: repeated k-fold (and leave-one-group-out) estimate of a descriptors experiment."""
+
+from lokiml.logs import redirect_to_log
+
+
+def main(smk):
+    redirect_to_log(smk.log[0])
+    from lokiml.descriptors import estimate_descriptors
+
+    estimate_descriptors(
+        objects_path=smk.input.objects,
+        split_path=smk.input.split,
+        columns_path=smk.input.columns,
+        classes=list(smk.params.classes),
+        params=dict(smk.params.experiment),
+        out_table=smk.output.table,
+        out_json=smk.output.summary,
+        split=dict(smk.params.split),
+        threads=smk.threads,
+        morphometrics=list(smk.input.get("morphometrics", [])),
+    )
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821
