@@ -1,22 +1,39 @@
 # The two commands of the README:  make run  (the demo workflow)  and  make test  (the test suite).
-# Both create .venv and install the pinned requirements when they are missing or changed.
+# Both create .venv and install the pinned requirements when they are missing or changed: the CUDA
+# build of TensorFlow (requirements-gpu.txt) where an NVIDIA GPU answers (nvidia-smi -L), the CPU
+# build (requirements.txt's tensorflow_cpu) elsewhere. GPU=1 or GPU=0 forces the choice.
 
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 2
-REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-12)
-STAMP := $(VENV)/.installed-$(REQ_HASH)
+GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+REQ_HASH := $(shell cat requirements.txt requirements-gpu.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(REQ_HASH)$(if $(filter 1,$(GPU)),-gpu,)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell sha1sum benchmarks/requirements.txt | cut -c1-12)
 SNAKEMAKE := $(VENV)/bin/snakemake
 
-.PHONY: run test test-fast lint bench dag report clean
+.PHONY: run test test-fast lint bench dag report clean install device gpu-check
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-gpu.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+ifeq ($(GPU),1)
+	@echo "NVIDIA GPU found (nvidia-smi -L): installing the CUDA build of TensorFlow (requirements-gpu.txt)"
+	grep -v '^tensorflow[_-]cpu==' requirements.txt > $(VENV)/requirements-without-tensorflow-cpu.txt
+	$(VENV)/bin/pip uninstall --quiet --yes tensorflow_cpu 2>/dev/null || true
+	$(VENV)/bin/pip install --quiet -r $(VENV)/requirements-without-tensorflow-cpu.txt -r requirements-gpu.txt
+else
 	$(VENV)/bin/pip install --quiet -r requirements.txt
+endif
 	rm -f $(VENV)/.installed-*
 	touch $@
+	$(VENV)/bin/python -c "import sys; sys.path.insert(0, 'workflow/scripts'); from lokiml.runtime import main; main([])" || true
+
+## install: the venv only (CUDA TensorFlow where nvidia-smi finds a GPU); device: what it sees
+install: $(STAMP)
+
+device: $(STAMP)
+	cd workflow/scripts && ../../$(VENV)/bin/python -m lokiml.runtime
 
 ## run: the whole workflow on the built-in demo dataset, on $(CORES) cores, then its report
 run: $(STAMP)

@@ -246,9 +246,9 @@ def step_seconds(threads: int, steps: int) -> float:
 
     sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
     from lokiml import models
-    from lokiml.train import configure_tensorflow
+    from lokiml.runtime import configure
 
-    configure_tensorflow(threads, {"mixed_precision": False, "xla": False})
+    configure(threads, {"mixed_precision": False})
     model, _ = models.build_model("inceptionv3", 7, 96)  # the demo's InceptionV3 at 96 px, batch 32
     models.compile_model(model, "rmsprop", 0.001)
     rng = np.random.default_rng(0)

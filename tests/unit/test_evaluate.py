@@ -381,6 +381,10 @@ def test_training_facts_fall_back_to_history():
                            "feature_seconds": 4.0, "runtime": {"device": "CPU"}}, hist)
     assert f["epochs_run"] == 5 and f["phases"] == {"head": 3, "fine_tune": 2} and f["seconds_per_epoch"] == 2.0
     assert f["device"] == "CPU" and f["feature_seconds"] == 4.0 and f["stopped_early_at"] is None
+    f = ev.training_facts({"device": "GPU: NVIDIA H200", "precision": "mixed_bfloat16", "backend": "jax",
+                           "runtime": {"backend_version": "0.10.2"}}, hist)
+    assert (f["device"], f["precision"], f["backend"], f["backend_version"]) == ("GPU: NVIDIA H200", "mixed_bfloat16",
+                                                                                 "jax", "0.10.2")
     f = ev.training_facts({"epochs_run": {"head": 2, "fine_tune": 1}, "stopped_early_at": {"head": 2, "fine_tune": None}},
                           hist)
     assert f["epochs_run"] == 3 and f["stopped_early_at"] == 2 and f["phases"] == {"head": 2, "fine_tune": 1}

@@ -297,47 +297,6 @@ def test_same_seed_same_result_with_augmentation_from_scratch(data, tmp_path):
     assert models.get_base(ma).trainable  # trained from scratch: the whole network learns
 
 
-def test_training_augmentation_changes_images_and_validation_is_never_augmented(data):
-    from lokiml.store import Store
-
-    store = Store(data["store_npys"], data["store_indexes"])
-    ids = np.array(sorted(i for i in data["images"] if "_valid_" in i))
-    src = train.ImageSource(store, ids, np.zeros(len(ids), dtype=np.int32))
-    raw = np.stack([data["images"][i] for i in ids])[..., None]
-    plain = np.concatenate([x.numpy() for x, _ in train.make_dataset(src, np.arange(len(ids)), 4)])
-    np.testing.assert_array_equal(plain, raw)  # gathered straight from the store, in order
-    augment, layers = train.make_augmenter({"flip": True, "rotation": 180, "zoom": 0.1, "translation": 0.1}, 1)
-    assert [type(layer).__name__ for layer in layers] == ["RandomFlip", "RandomRotation", "RandomZoom",
-                                                          "RandomTranslation"]
-    aug = np.concatenate([x.numpy() for x, _ in train.make_dataset(src, np.arange(len(ids)), 4, augment=augment)])
-    assert aug.dtype == np.uint8 and aug.shape == raw.shape and not np.array_equal(aug, raw)
-
-
-def test_image_source_gathers_any_order_across_shards(tmp_path):
-    from lokiml.store import Store
-
-    rng = np.random.default_rng(7)
-    npys, indexes, images = [], [], {}
-    for k, n in enumerate((5, 3, 6)):
-        arr = rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
-        ids = [f"s{k}_{i}" for i in range(n)]
-        np.save(tmp_path / f"shard{k}.npy", arr)
-        pd.DataFrame({"item_id": ids, "row": range(n), "status": "ok"}).to_csv(tmp_path / f"shard{k}.tsv", sep="\t",
-                                                                            index=False)
-        npys.append(tmp_path / f"shard{k}.npy")
-        indexes.append(tmp_path / f"shard{k}.tsv")
-        images.update(zip(ids, arr))
-    ids = np.array(sorted(images))
-    rng.shuffle(ids)
-    src = train.ImageSource(Store(npys, indexes), ids, np.arange(len(ids), dtype=np.int32))
-    for pos in (np.arange(len(ids)), rng.permutation(len(ids))[:7], np.array([3, 3, 0, 13, 3]), np.array([2])):
-        x, y = src.fetch(pos)
-        assert x.shape == (len(pos), 8, 8, 1) and x.dtype == np.uint8
-        assert x.ctypes.data % 64 == 0 and x.flags.c_contiguous  # TensorFlow takes it without a copy
-        np.testing.assert_array_equal(x[..., 0], np.stack([images[i] for i in ids[pos]]))
-        np.testing.assert_array_equal(y, pos)
-
-
 def test_early_stopping_stops_and_a_state_for_other_parameters_is_not_resumed(data, tmp_path, caplog):
     state = tmp_path / "state"
     state.mkdir()

@@ -79,6 +79,8 @@ config.clear()
 config.update(_validated)
 
 DATA = "results/data"
+# Conda environment (--sdm conda) of the rules that ask for a GPU: config device.conda_env.
+GPU_RULES_ENV = "../envs/train-gpu.yaml" if config["device"]["conda_env"] == "gpu" else "../envs/train.yaml"
 SIZES = image_sizes(config)
 SHARDS = list(range(config["normalise"]["shards"]))
 

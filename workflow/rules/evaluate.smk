@@ -29,7 +29,7 @@ rule evaluate_model:
         mem_mb=8000,
         runtime=4 * 60,
     conda:
-        "../envs/train.yaml"
+        GPU_RULES_ENV
     log:
         "logs/evaluate_model/{experiment}.log",
     benchmark:

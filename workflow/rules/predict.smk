@@ -46,7 +46,7 @@ rule predict_images:
         mem_mb=8000,
         runtime=4 * 60,
     conda:
-        "../envs/train.yaml"
+        GPU_RULES_ENV
     log:
         "logs/predict_images/{prediction}.log",
     benchmark:

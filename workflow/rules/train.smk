@@ -61,7 +61,7 @@ rule compute_base_features:
         settings=get_base_features_params,
     threads: MODEL_THREADS
     resources:
-        gpu=MODEL_GPU,
+        gpu=gpus("compute_base_features"),
         mem_mb=8000,
         runtime=4 * 60,
     conda:
@@ -97,7 +97,7 @@ rule train_model:
         mem_mb=16000,
         runtime=24 * 60,
     conda:
-        "../envs/train.yaml"
+        GPU_RULES_ENV
     log:
         "logs/train_model/{experiment}.log",
     benchmark:
@@ -165,7 +165,7 @@ rule extract_deep_features:
         mem_mb=8000,
         runtime=4 * 60,
     conda:
-        "../envs/train.yaml"
+        GPU_RULES_ENV
     log:
         "logs/extract_deep_features/{experiment}.log",
     benchmark:

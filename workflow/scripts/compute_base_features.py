@@ -6,6 +6,7 @@ from lokiml.logs import redirect_to_log
 def main(smk):
     redirect_to_log(smk.log[0])  # before TensorFlow is imported, so its messages land in the log
     from lokiml.base_features import compute_base_features
+    from lokiml.runtime import job_settings
 
     settings = dict(smk.params.settings)
     compute_base_features(
@@ -19,6 +20,7 @@ def main(smk):
         batch_size=settings["batch_size"],
         threads=smk.threads,
         mixed_precision=settings["mixed_precision"],
+        **{k: v for k, v in job_settings(smk).items() if k != "what"},  # the job's gpu resource, device.cpu_fallback
     )
 
 

@@ -7,9 +7,11 @@ def main(smk):
     redirect_to_log(smk.log[0])  # before TensorFlow is imported, so its messages land in the log
     from lokiml.evaluate import evaluate_experiment, load_classifier
     from lokiml.extra_objects import predict_extra_cnn
-    from lokiml.train import configure_tensorflow
+    from lokiml.runtime import configure, job_settings
 
-    configure_tensorflow(smk.threads, {"mixed_precision": False, "xla": False})  # before the model is loaded
+    # Threads, the device check (the job's gpu resource, config device.cpu_fallback), float32 inference;
+    # before the model is loaded.
+    configure(smk.threads, {"mixed_precision": False}, **job_settings(smk))
     model = load_classifier(smk.input.model)
     evaluate_experiment(
         model_path=smk.input.model,

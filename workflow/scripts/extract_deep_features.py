@@ -9,9 +9,11 @@ def main(smk):
     from lokiml.deep_features import extract_deep_features, penultimate_model
     from lokiml.evaluate import load_classifier
     from lokiml.extra_objects import extract_extra_features
-    from lokiml.train import configure_tensorflow
+    from lokiml.runtime import configure, job_settings
 
-    configure_tensorflow(smk.threads, {"mixed_precision": False, "xla": False})  # before the model is loaded
+    # Threads, the device check (the job's gpu resource, config device.cpu_fallback), float32 inference;
+    # before the model is loaded.
+    configure(smk.threads, {"mixed_precision": False}, **job_settings(smk))
     model = load_classifier(smk.input.model)
     extract_deep_features(
         model_path=smk.input.model,

@@ -7,6 +7,10 @@ from lokiml.logs import redirect_to_log
 def main(smk):
     redirect_to_log(smk.log[0])  # before TensorFlow is imported, so its messages land in the log
     from lokiml.predict import predict_job
+    from lokiml.runtime import configure, job_settings
+
+    # Threads, the device check (the job's gpu resource, config device.cpu_fallback), float32 inference.
+    configure(smk.threads, {"mixed_precision": False}, **job_settings(smk))
 
     job = dict(smk.params.job)
     predict_job(

@@ -5,7 +5,10 @@ from lokiml.logs import redirect_to_log
 
 def main(smk):
     redirect_to_log(smk.log[0])  # before TensorFlow is imported, so its messages land in the log
+    from lokiml.runtime import job_settings
     from lokiml.train import train_experiment
+
+    device = job_settings(smk)  # the job's gpu resource and config device.cpu_fallback
 
     train_experiment(
         split_path=smk.input.split,
@@ -24,6 +27,8 @@ def main(smk):
         threads=smk.threads,
         # the frozen base's features, computed once (rule compute_base_features), where they apply
         base_features=(smk.input.base_features, smk.input.base_index) if "base_features" in smk.input.keys() else None,
+        gpu_request=device["gpu_request"],
+        cpu_fallback=device["cpu_fallback"],
     )
 
 

@@ -107,7 +107,7 @@ class BaseFeatures:
 
 def compute_base_features(model: str, weights_path, image_size: int, store_npys, store_indexes, out_features,
                           out_index, batch_size: int = 32, threads: int | None = None,
-                          mixed_precision="auto") -> pd.DataFrame:
+                          mixed_precision="auto", gpu_request: int = 0, cpu_fallback: bool = False) -> pd.DataFrame:
     """Rule compute_base_features: the pooled base output of every normalised image of the store.
 
     Writes ``out_features`` (float32 .npy, one row per item of status ok, in item-id order) and
@@ -119,10 +119,11 @@ def compute_base_features(model: str, weights_path, image_size: int, store_npys,
     from .store import Store
 
     t0 = time.perf_counter()
-    if threads is not None:
-        from .train import configure_tensorflow
+    if threads is not None:  # threads, the device check (lokiml.runtime), precision
+        from .runtime import configure
 
-        configure_tensorflow(threads, {"mixed_precision": mixed_precision, "xla": False})
+        configure(threads, {"mixed_precision": mixed_precision}, gpu_request=gpu_request, cpu_fallback=cpu_fallback,
+                  what="base features")
     store = Store(store_npys, store_indexes)
     if store.size != int(image_size):
         raise InputError(store_indexes[0], f"the image store holds {store.size} px images, the features are "

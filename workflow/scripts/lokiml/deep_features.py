@@ -90,12 +90,13 @@ def extract_features(fmodel, store, item_ids, batch_size: int = 32) -> np.ndarra
 
 def extract_deep_features(model_path, split_path, store_npys, store_indexes, out_features, out_index,
                           batch_size: int = 32, threads: int | None = None, model=None,
-                          base_features=None) -> pd.DataFrame:
+                          base_features=None, gpu_request: int = 0, cpu_fallback: bool = False) -> pd.DataFrame:
     """Rule extract_deep_features: penultimate-layer features of every original object of the split.
 
     Writes ``out_features`` (float32 .npy, one row per object with a usable image) and ``out_index``
     (TSV: ``item_id, object_id, row, status``; ``row`` is -1 where ``status`` is not ``ok``).
-    ``threads``: TensorFlow's threads (set once per process; None leaves TensorFlow as it is).
+    ``threads``: the backend's threads (set once per process, with the device check of
+    :func:`lokiml.runtime.configure` for ``gpu_request`` and ``cpu_fallback``; None leaves the backend as it is).
     ``model`` may be given instead of loading ``model_path`` (tests). ``base_features``: (features,
     index) of rule compute_base_features, for a CNN whose frozen base was not fine-tuned: its
     ``avg_pool`` output is the base's pooled output, so the rows are taken from there and no model is
@@ -108,9 +109,10 @@ def extract_deep_features(model_path, split_path, store_npys, store_indexes, out
     base = BaseFeatures(*base_features) if base_features else None
     if base is None:
         if threads is not None:
-            from .train import configure_tensorflow
+            from .runtime import configure
 
-            configure_tensorflow(threads, {"mixed_precision": False, "xla": False})
+            configure(threads, {"mixed_precision": False}, gpu_request=gpu_request, cpu_fallback=cpu_fallback,
+                      what="feature extraction")
         if model is None:
             from .evaluate import load_classifier
 

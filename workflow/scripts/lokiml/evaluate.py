@@ -815,6 +815,9 @@ def training_facts(info: dict, history: pd.DataFrame) -> dict:
         "feature_seconds": _get(info, "feature_seconds"),
         "phases": phases,
         "device": _get(info, "device", "runtime.device"),
+        "precision": _get(info, "precision", "runtime.precision"),
+        "backend": _get(info, "backend", "runtime.backend"),
+        "backend_version": _get(info, "runtime.backend_version"),
         "cached_features": _get(info, "cached_features", "cache_features", "features_cached"),
     }
 
@@ -911,6 +914,11 @@ def summary_lines(experiment: str, params: dict, facts: dict, results: dict, cla
         training.append(("Cached base features", "yes" if facts["cached_features"] else "no"))
     if facts["device"]:
         training.append(("Device", str(facts["device"])))
+    if facts.get("backend") or facts.get("precision"):
+        training.append(("Backend and precision",
+                         f"Keras on {facts.get('backend') or '?'}"
+                         + (f" {facts['backend_version']}" if facts.get("backend_version") else "")
+                         + f", {facts.get('precision') or '?'}"))
     what = ("originals only: augmented copies are flipped, rotated or shifted images of objects that are "
             "already in the split, not new objects, so they are left out of the metrics"
             if not include_augmented else "originals and augmented copies")
@@ -980,17 +988,17 @@ def evaluate_experiment(model_path, classes_path, history_path, info_path, split
     ``outputs`` maps names to paths: ``summary`` (text), ``summary_html``,
     ``curves`` (training curves figure), and for each split in ``SPLITS``
     ``{split}_{key}`` for each key of ``SPLIT_OUTPUTS``. ``model`` may be given
-    instead of loading ``model_path`` (tests). ``threads``: TensorFlow's threads (the rule's
-    ``threads:``; set once per process; None leaves TensorFlow as it is). ``base_features``: (features,
+    instead of loading ``model_path`` (tests). ``threads``: the backend's threads (the rule's
+    ``threads:``; set once per process; None leaves the backend as it is). ``base_features``: (features,
     index) of rule compute_base_features for a model whose frozen base was not fine-tuned: the head
     classifies them instead of the full model classifying the images. Returns the results per split.
     """
     from .store import Store
 
     if threads is not None:
-        from .train import configure_tensorflow
+        from .runtime import configure
 
-        configure_tensorflow(threads, {"mixed_precision": False, "xla": False})
+        configure(threads, {"mixed_precision": False}, what="evaluation")
 
     params = dict(params or {})
     trained = [line.strip() for line in Path(classes_path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -736,7 +736,7 @@ def _write_lists(files: dict, table: pd.DataFrame, decided: pd.DataFrame, header
 
 
 def load_predictor(record: Record, record_path, model_path, cnn_model_path=None, model=None, cnn_model=None,
-                   batch_size: int = 64, threads: int | None = None):
+                   batch_size: int = 64):
     """The predictor of the experiment's kind (:mod:`lokiml.predictors`), its model files checked against the
     SHA-1s of the record. ``model`` / ``cnn_model`` may be given instead of loading the files (tests)."""
     from .predictors import DeepFeaturesPredictor, DescriptorPredictor
@@ -749,10 +749,6 @@ def load_predictor(record: Record, record_path, model_path, cnn_model_path=None,
     n_cls = len(record.classes)
     if model is None:
         check(model_path, record.model_sha1, "the model")
-    if threads is not None and (record.kind != "descriptors") and (model is None or cnn_model is None):
-        from .train import configure_tensorflow
-
-        configure_tensorflow(threads, {"mixed_precision": False, "xla": False})  # the rule's threads
     if record.kind == "cnn":
         if model is None:
             from .evaluate import load_classifier
@@ -771,7 +767,6 @@ def load_predictor(record: Record, record_path, model_path, cnn_model_path=None,
                                           "was given", hint="give cnn_model_path (the CNN's best.keras)")
         check(cnn_model_path, record.cnn_model_sha1, "the CNN")
         from .evaluate import load_classifier
-        from .train import configure_tensorflow
 
         cnn_model = load_classifier(cnn_model_path)
     return DeepFeaturesPredictor(cnn_model, model, record.columns, record.params, n_cls, batch_size)
@@ -787,8 +782,7 @@ def predict_job(input_path, model_path, record_path, name: str, out_table, out_z
     from .decisions import DecisionRule
 
     record = load_record(record_path)
-    predictor = load_predictor(record, record_path, model_path, cnn_model_path, model, cnn_model, batch_size,
-                               threads=threads)
+    predictor = load_predictor(record, record_path, model_path, cnn_model_path, model, cnn_model, batch_size)
     if decisions_path:
         rule = DecisionRule.load(decisions_path)
         if rule.classes != record.classes:

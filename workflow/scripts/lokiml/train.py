@@ -5,10 +5,13 @@
 * Train and validation items come from the split table; items the image store
   could not normalise are skipped and counted (by reason) in the log and in
   ``train_info.json``. Labels are positions in the configured class list.
-* Batches come from the memory-mapped store through ``tf.data``: a dataset of
-  batch numbers, mapped through ``tf.numpy_function`` that slices the store's
-  arrays, then (training only) on-the-fly augmentation as Keras random layers,
-  then ``prefetch``. Validation data is never augmented.
+* Everything backend-specific (device, precision, XLA, determinism, distribution) is chosen
+  by :mod:`lokiml.runtime`; model and loop use Keras APIs only, so training runs with
+  ``KERAS_BACKEND`` tensorflow, jax or torch.
+* Batches come from the memory-mapped store as NumPy arrays (:mod:`lokiml.datasets`: a
+  ``keras.utils.PyDataset`` read one batch ahead, or tf.data on TensorFlow, faster there).
+  On-the-fly augmentation (training only) is a block of Keras random layers in front of the
+  model that is fitted, so it runs on the training device; validation data is never augmented.
 * With a frozen pre-trained base and no augmentation, the base's pooled features
   are computed once and kept in ``state_dir``; the head (the very same Dropout
   and Dense layers) is trained on them. The saved model is always the full one,
@@ -36,7 +39,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import signal
 import time
@@ -47,7 +49,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import runtime
 from .config import load_schema, params_hash
+from .datasets import (FeatureSource, ImageSource, augmented_model, batch_count, make_augmenter, make_batches,
+                       predict_padded)
 from .errors import ConfigError, InputError
 from .io import atomic_path, read_tsv, write_json, write_text, write_tsv
 
@@ -83,83 +88,9 @@ def experiment_params(params: dict) -> dict:
     return out
 
 
-def _auto(value, default: bool) -> bool:
-    return default if value == "auto" else bool(value)
-
-
 # --------------------------------------------------------------------------------------
-# TensorFlow set-up
+# Random generators
 # --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Runtime:
-    """What was chosen for this run: devices, precision, compilation, distribution."""
-
-    gpus: list
-    strategy: object
-    mixed_precision: bool
-    xla: bool
-    determinism: bool
-    threads: int
-
-    def describe(self) -> dict:
-        return {
-            "device": "GPU" if self.gpus else "CPU",
-            "gpus": self.gpus,
-            "strategy": type(self.strategy).__name__,
-            "replicas": int(self.strategy.num_replicas_in_sync),
-            "mixed_precision": self.mixed_precision,
-            "xla": self.xla,
-            "op_determinism": self.determinism,
-            "threads": self.threads,
-        }
-
-
-def configure_tensorflow(threads: int, params: dict) -> Runtime:
-    """Threads, GPU memory growth, determinism, mixed precision, XLA and distribution.
-
-    Call before TensorFlow runs any op: thread pools and GPU memory settings can
-    only be set once per process (a later call logs that they stay as they are).
-    """
-    import keras
-    import tensorflow as tf
-
-    threads = max(1, int(threads))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(2 if threads >= 2 else 1)
-    except RuntimeError:
-        log.warning("TensorFlow is already initialised in this process: its thread pools stay as they are")
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            log.warning("TensorFlow is already initialised: memory growth of %s unchanged", gpu.name)
-    on_gpu = bool(gpus)
-    mixed = _auto(params["mixed_precision"], on_gpu)
-    xla = _auto(params["xla"], on_gpu)
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    # Exact, resumable results on CPU. On GPUs, deterministic kernels cost speed (and some
-    # ops have none), so runs there may differ in the last digits.
-    determinism = not on_gpu
-    if determinism:
-        tf.config.experimental.enable_op_determinism()
-        if xla:
-            log.warning("xla: true is not used on a CPU: Keras compiles nothing with XLA while op determinism "
-                        "is on (which exact resumes need)")
-            xla = False
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    rt = Runtime([g.name for g in gpus], strategy, mixed, xla, determinism, threads)
-    log.info(
-        "device: %s; threads %d; mixed precision %s; XLA %s; op determinism %s; strategy %s (%d replicas)",
-        ", ".join(rt.gpus) or "CPU", threads, "on" if mixed else "off", "on" if xla else "off",
-        "on" if determinism else "off", type(strategy).__name__, strategy.num_replicas_in_sync,
-    )
-    if mixed and not on_gpu:
-        log.warning("mixed precision was asked for on a CPU: it is slow there")
-    return rt
 
 
 def _epoch_seed(seed: int, epoch: int, *more: int) -> int:
@@ -169,34 +100,36 @@ def _epoch_seed(seed: int, epoch: int, *more: int) -> int:
 def reseed(seed: int, epoch: int, layer_owners) -> None:
     """Re-seed every random generator for ``epoch``, so that a resumed run repeats it exactly.
 
-    Python's and NumPy's generators get a seed derived from (seed, epoch); the seed
-    generator of every Keras layer that has one (Dropout, random augmentation layers)
-    and Keras' global one are reset to a state derived from (seed, epoch, layer name).
-    TensorFlow's global seed is left alone on purpose: changing it makes every
-    compiled function trace again (seconds per epoch), and nothing in training
-    draws from it (all random layers are seeded).
+    Python's and NumPy's generators get a seed derived from (seed, epoch); the seed generator
+    of every Keras layer that has one (Dropout, the random augmentation layers), found through
+    the public ``Layer.variables`` (which holds the ``SeedGenerator`` states), is reset to a state
+    derived from (seed, epoch, layer name). Keras' global generator and the backend's own seed are
+    left alone on purpose: nothing in training draws from them (every random layer has its seed), and
+    changing TensorFlow's global seed makes every compiled function trace again (seconds per epoch).
     """
     import random
-
-    from keras.src.backend.common import global_state
 
     s = _epoch_seed(seed, epoch)
     random.seed(s)
     np.random.seed(s)
+    seen: set[int] = set()
 
-    def reset(sg, key: str):
-        v = _epoch_seed(seed, epoch, zlib.crc32(key.encode()))
-        sg.state.assign(np.array([v, 0], dtype=sg.state.dtype))
+    def visit(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        sublayers = getattr(layer, "layers", None)
+        if sublayers is not None:  # a model: its layers hold the generators
+            for sub in sublayers:
+                visit(sub)
+            return
+        states = [v for v in layer.variables if v.name == "seed_generator_state"]
+        for k, v in enumerate(states):
+            value = _epoch_seed(seed, epoch, zlib.crc32(f"{layer.name}/{k}".encode()))
+            v.assign(np.array([value, 0], dtype=v.dtype))
 
-    gsg = global_state.get_global_attribute("global_seed_generator")
-    if gsg is not None:
-        reset(gsg, "global")
     for owner in layer_owners:
-        layers = owner._flatten_layers(include_self=True, recursive=True) if hasattr(owner, "_flatten_layers") \
-            else [owner]
-        for layer in layers:
-            for k, sg in enumerate(getattr(layer, "_seed_generators", [])):
-                reset(sg, f"{layer.name}/{k}")
+        visit(owner)
 
 
 # --------------------------------------------------------------------------------------
@@ -250,140 +183,6 @@ def load_parts(split_path, store, classes: list[str]) -> dict[str, Part]:
             raise InputError(split_path, f"no usable {name} items", hint="check the split and the normalisation log")
         parts[name] = part
     return parts
-
-
-def _aligned_empty(shape, align: int = 64) -> np.ndarray:
-    """An uninitialised uint8 array whose data start on an ``align``-byte boundary.
-
-    TensorFlow takes such an array from ``tf.numpy_function`` as it is; a less aligned one (NumPy
-    aligns to 16 bytes) is copied into a new tensor first (a quarter of the input pipeline's time
-    at 1530 px, benchmarks/bench_input.py).
-    """
-    n = int(np.prod(shape))
-    buf = np.empty(n + align, dtype=np.uint8)
-    start = -buf.ctypes.data % align
-    return buf[start:start + n].reshape(shape)
-
-
-class ImageSource:
-    """Images of a list of items, gathered from the store's memory-mapped shards."""
-
-    def __init__(self, store, item_ids, labels):
-        self.arrays = store.arrays
-        self.size = store.size
-        shard, row = store.locate(item_ids)
-        self.shard = shard.astype(np.int64)
-        self.row = row.astype(np.int64)
-        self.labels = np.asarray(labels, dtype=np.int32)
-
-    def __len__(self) -> int:
-        return len(self.row)
-
-    def fetch(self, pos: np.ndarray):
-        """(uint8 images (n, S, S, 1), int32 labels (n,)) of the items at positions ``pos``."""
-        pos = np.asarray(pos, dtype=np.int64)
-        out = _aligned_empty((len(pos), self.size, self.size, 1))
-        shard, row = self.shard[pos], self.row[pos]
-        # One copy per image, from the memory map straight into its place in the batch, each shard
-        # read in file order. (A fancy-indexed read followed by a scattered assignment copies every
-        # image twice: at 1000-1530 px that halved the rate, benchmarks/bench_input.py.)
-        for j in np.lexsort((row, shard)):
-            out[j, :, :, 0] = self.arrays[shard[j]][row[j]]
-        return out, self.labels[pos]
-
-    def spec(self):
-        import tensorflow as tf
-
-        return (tf.uint8, (None, self.size, self.size, 1))
-
-
-class FeatureSource:
-    """Cached base features (float32 (n, F), memory-mapped) of a list of items."""
-
-    def __init__(self, features: np.ndarray, labels):
-        self.features = features
-        self.labels = np.asarray(labels, dtype=np.int32)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def fetch(self, pos: np.ndarray):
-        pos = np.asarray(pos, dtype=np.int64)
-        return np.ascontiguousarray(self.features[pos], dtype=np.float32), self.labels[pos]
-
-    def spec(self):
-        import tensorflow as tf
-
-        return (tf.float32, (None, self.features.shape[1]))
-
-
-def make_dataset(source, order: np.ndarray, batch_size: int, augment=None, threads: int = 1):
-    """tf.data pipeline: batch numbers → numpy gather from ``source`` in ``order`` → augment → prefetch.
-
-    ``augment`` (training only) is a callable on a float32 image batch (random Keras
-    layers); its output is rounded back to uint8, the model's input type.
-    """
-    import tensorflow as tf
-
-    order = np.asarray(order, dtype=np.int64)
-    n_batches = int(math.ceil(len(order) / batch_size))
-    dtype, shape = source.spec()
-
-    def fetch(b):
-        b = int(b)
-        return source.fetch(order[b * batch_size:(b + 1) * batch_size])
-
-    def load(b):
-        x, y = tf.numpy_function(fetch, [b], [dtype, tf.int32], stateful=False)
-        x.set_shape(shape)
-        y.set_shape((None,))
-        return x, y
-
-    ds = tf.data.Dataset.range(n_batches).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if augment is not None:
-        def aug(x, y):
-            x = augment(tf.cast(x, tf.float32))
-            return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8), y
-
-        ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    options.deterministic = True
-    options.threading.private_threadpool_size = max(1, int(threads))
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-def make_augmenter(cfg: dict | None, seed: int):
-    """Random Keras layers for the augment config (None when off): flip, rotation, zoom, translation.
-
-    Returns (callable on a float image batch, list of the layers).
-    """
-    if not cfg:
-        return None, []
-    import keras
-
-    layers = []
-    if cfg.get("flip"):
-        # Horizontal flips; with rotations up to 180 degrees they cover every mirror image.
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip"))
-    if cfg.get("rotation"):
-        layers.append(keras.layers.RandomRotation(float(cfg["rotation"]) / 360.0, fill_mode="nearest",
-                                                  seed=seed + 1, name="augment_rotation"))
-    if cfg.get("zoom"):
-        z = float(cfg["zoom"])
-        layers.append(keras.layers.RandomZoom((-z, z), fill_mode="nearest", seed=seed + 2, name="augment_zoom"))
-    if cfg.get("translation"):
-        t = float(cfg["translation"])
-        layers.append(keras.layers.RandomTranslation(t, t, fill_mode="nearest", seed=seed + 3,
-                                                     name="augment_translation"))
-    if not layers:
-        return None, []
-
-    def apply(x):
-        for layer in layers:
-            x = layer(x, training=True)
-        return x
-
-    return apply, layers
 
 
 # --------------------------------------------------------------------------------------
@@ -518,28 +317,18 @@ def link_or_copy(src, dest) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def compute_features(fmodel, source: ImageSource, batch_size: int, dest: Path, threads: int) -> np.ndarray:
+def compute_features(fmodel, source: ImageSource, batch_size: int, dest: Path) -> np.ndarray:
     """Features (``fmodel``'s output: the pooled base output) of every item of ``source``, in order,
     written to ``dest`` (.npy) and returned memory-mapped."""
     from .logs import Progress
 
-    import tensorflow as tf
-
     n = len(source)
     dim = int(fmodel.output.shape[-1])
     progress = Progress(n, f"base features, {dest.stem.rsplit('_', 1)[-1]} split", log, unit="images")
-    ds = make_dataset(source, np.arange(n), batch_size, threads=threads)
-    dtype, shape = source.spec()
-    # One trace for all batch sizes (predict_on_batch would trace again for the last, smaller batch).
-    features_of = tf.function(lambda x: tf.cast(fmodel(x, training=False), tf.float32),
-                              input_signature=[tf.TensorSpec(shape, dtype)])
     with atomic_path(dest, suffix=".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-        i = 0
-        for x, _ in ds:
-            f = features_of(x).numpy()
-            out[i:i + len(f)] = f
-            i += len(f)
+        for start, f in predict_padded(fmodel, source, batch_size):
+            out[start:start + len(f)] = f.reshape(len(f), dim)
             progress.update(len(f))
         out.flush()
         del out
@@ -600,7 +389,7 @@ class _Run:
     """One experiment's training: models, data, resume state, and the epoch loop."""
 
     def __init__(self, split_path, store_npys, store_indexes, classes, state_dir, params, weights_path, threads,
-                 base_features=None, on_epoch=None):
+                 base_features=None, on_epoch=None, gpu_request=0, cpu_fallback=False):
         self.t_start = time.monotonic()
         self.base_features = base_features
         self.on_epoch = on_epoch
@@ -610,7 +399,8 @@ class _Run:
             raise ValueError(f"experiment kind {params['kind']!r} is not trained by lokiml.train")
         self.threads = threads
         self.weights_path = weights_path
-        self.rt = configure_tensorflow(threads, params)
+        self.rt = runtime.configure(threads, params, gpu_request=gpu_request, cpu_fallback=cpu_fallback,
+                                    what="training")
 
         from .store import Store
 
@@ -643,7 +433,8 @@ class _Run:
 
         self.data_fp = data_fingerprint(split_path, store_npys, store_indexes, weights_path)
         self.fingerprint = params_hash({"v": STATE_VERSION, "params": params, "classes": self.classes,
-                                        "data": self.data_fp, "mixed": self.rt.mixed_precision})
+                                        "data": self.data_fp, "precision": self.rt.precision,
+                                        "backend": self.rt.backend})
         self.state = State(state_dir, self.fingerprint)
         self.resumed_from = None
         if self.state.load():
@@ -659,7 +450,7 @@ class _Run:
         if self.fine_tune:
             self.phases.append(("fine_tune", int(self.fine_tune["epochs"]), float(self.fine_tune["learning_rate"])))
         self.feature_seconds = None
-        self.augment, self.aug_layers = make_augmenter(params["augment"], self.seed)
+        self.aug_layers = make_augmenter(params["augment"], self.seed)
         self._build()
 
     # ---- models ----
@@ -674,15 +465,17 @@ class _Run:
         from . import models
 
         p = self.progress
-        with self.rt.strategy.scope():
+        with self.rt.scope():
             self.model, self.base = self._new_model()
             self._set_bn_momentum()
             # Trained on cached features: the same Dropout and Dense layers as the full model's.
             self.head = models.head_model(self.model) if self.use_cache else None
+            # What trains on images: the model itself, or with augmentation the random layers and then it.
+            self.full = augmented_model(self.model, self.aug_layers)
             if p.model_file:
                 # The weights as of the last finished epoch (the optimizer state is restored when its
                 # phase goes on, see _run_phase).
-                load_weights_from(self.state.file(p.model_file), self.head if p.model_kind == "head" else self.model)
+                load_weights_from(self.state.file(p.model_file), self.head if p.model_kind == "head" else self.full)
 
     def _set_bn_momentum(self) -> None:
         """batchnorm.momentum: Keras' 0.99 (null), a number, or one suited to the steps of an epoch (auto)."""
@@ -692,7 +485,7 @@ class _Run:
         if m is None:
             return
         if m == "auto":
-            m = bn.momentum_for_steps(math.ceil(len(self.train_src) / self.batch_size))
+            m = bn.momentum_for_steps(batch_count(len(self.train_src), self.batch_size, drop_remainder=True))
         layers = bn.batchnorm_layers(self.base)
         for layer in layers:
             layer.momentum = float(m)
@@ -747,7 +540,7 @@ class _Run:
             return tuple(FeatureSource(base.take(self.parts[name].item_ids), src.labels)
                          for name, src in (("train", self.train_src), ("valid", self.valid_src)))
         key = params_hash({"model": self.params["model"], "size": self.params["image_size"], "data": self.data_fp,
-                           "mixed": self.rt.mixed_precision})
+                           "precision": self.rt.precision, "backend": self.rt.backend})
         feats, fmodel = {}, None
         for name, src in (("train", self.train_src), ("valid", self.valid_src)):
             path = self.state.dir / f"features_{key}_{name}.npy"
@@ -756,7 +549,7 @@ class _Run:
                 log.info("reusing the cached %s features %s", name, path.name)
             else:
                 fmodel = fmodel or feature_model(self.model)
-                feats[name] = compute_features(fmodel, src, self.batch_size, path, self.threads)
+                feats[name] = compute_features(fmodel, src, self.batch_size, path)
         for path in self.state.dir.glob("features_*.npy"):
             if key not in path.name:
                 path.unlink(missing_ok=True)
@@ -782,18 +575,23 @@ class _Run:
         if not continuing:
             p.es_best, p.es_wait = None, 0
         cached = self.use_cache and phase == "head"
-        with self.rt.strategy.scope():
+        with self.rt.scope():
             if phase == "fine_tune":
                 n_layers, n_bn = models.set_fine_tune_trainable(self.base, self.fine_tune["layers"])
                 log.info("fine-tuning: the top %d layers of the base are trainable (%d of them with weights); "
                          "%d BatchNormalization layers stay frozen", self.fine_tune["layers"], n_layers, n_bn)
-            train_model = self.head if cached else self.model
-            steps = math.ceil((len(self.train_src)) / self.batch_size)
+            train_model = self.head if cached else self.full
+            # Steps per epoch: full batches only (make_batches(drop_remainder=True) in the loop below).
+            steps = batch_count(len(self.train_src), self.batch_size, drop_remainder=True)
             schedule = models.make_schedule(self.params["schedule"], lr, steps, n_epochs,
                                             self.params["warmup_epochs"])
             models.compile_model(train_model, self.params["optimizer"], schedule, jit_compile=self.rt.xla,
                                  weight_decay=self.params["weight_decay"],
                                  label_smoothing=self.params["label_smoothing"])
+            if self.rt.xla and not train_model.jit_compile:
+                log.warning("XLA is off for this training: Keras cannot compile a layer of it on the %s backend "
+                            "(TensorFlow's XLA has no kernel for the random rotation/zoom/translation layers)",
+                            self.rt.backend)
             if continuing:
                 train_model.optimizer.build(train_model.trainable_variables)
                 train_model.load_weights(str(self.state.file(p.model_file)))
@@ -801,18 +599,18 @@ class _Run:
         kind = "head" if cached else "full"
         if cached:
             fit_train, fit_valid = self._features()
-            augment = None
         else:
-            fit_train, fit_valid, augment = self.train_src, self.valid_src, self.augment
-        valid_ds = make_dataset(fit_valid, np.arange(len(fit_valid)), self.batch_size, threads=self.threads)
+            fit_train, fit_valid = self.train_src, self.valid_src
+        valid_ds = make_batches(fit_valid, np.arange(len(fit_valid)), self.batch_size, threads=self.threads)
         es = self.params["early_stopping"]
         class_weight = self._class_weight(fit_train.labels)
 
         for e in range(int(p.epochs_per_phase.get(phase, 0)) if continuing else 0, n_epochs):
             epoch = p.epoch + 1
-            reseed(self.seed, epoch, [train_model, self.model, *self.aug_layers])
+            reseed(self.seed, epoch, [train_model, self.model])
             order = np.random.default_rng([self.seed, epoch]).permutation(len(fit_train))
-            train_ds = make_dataset(fit_train, order, self.batch_size, augment=augment, threads=self.threads)
+            # Full batches only: the few items of the rest differ every epoch (make_batches says why).
+            train_ds = make_batches(fit_train, order, self.batch_size, threads=self.threads, drop_remainder=True)
             t0 = time.monotonic()
             progress = EpochProgress(phase, e + 1, n_epochs, [r["seconds"] for r in p.history if r["phase"] == phase])
             logs = train_model.fit(train_ds, epochs=1, verbose=0, shuffle=False, class_weight=class_weight,
@@ -877,9 +675,9 @@ class _Run:
             self.best_valid_pred = self._valid_predictions(self.model)
             return
         if p.best_kind == "full":
-            target = holder = self.model
+            target, holder = self.model, self.full
         elif p.epochs_per_phase.get("fine_tune"):  # the base has changed since: a fresh full model
-            with self.rt.strategy.scope():
+            with self.rt.scope():
                 target, _ = self._new_model()
             holder = models.head_model(target)
         else:
@@ -892,7 +690,7 @@ class _Run:
 
     def _valid_predictions(self, model) -> np.ndarray:
         """Predicted class of every validation image by ``model`` (a full model, inference mode)."""
-        ds = make_dataset(self.valid_src, np.arange(len(self.valid_src)), self.batch_size, threads=self.threads)
+        ds = make_batches(self.valid_src, np.arange(len(self.valid_src)), self.batch_size, threads=self.threads)
         return np.asarray(model.predict(ds, verbose=0)).argmax(axis=1)
 
     def warnings(self) -> list[str]:
@@ -908,9 +706,6 @@ class _Run:
         return out
 
     def write_outputs(self, out_model, out_best, out_classes, out_history, out_summary, out_info) -> dict:
-        import keras
-        import tensorflow as tf
-
         p = self.progress
         save_for_inference(self.model, out_model, self.params["tta"])
         self._save_best(out_best)
@@ -941,10 +736,11 @@ class _Run:
             "skipped": {name: part.skipped for name, part in self.parts.items()},
             "resumed_from_epoch": self.resumed_from,
             "fingerprint": self.fingerprint,
-            "device": desc["device"] if not desc["gpus"] else f"GPU: {', '.join(desc['gpus'])}",
+            "device": self.rt.device,
+            "precision": self.rt.precision,
+            "backend": self.rt.backend,
             "runtime": desc,
-            "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
-                         "keras": keras.__version__, "numpy": np.__version__},
+            "versions": self.rt.versions(),
         }
         write_json(out_info, info)
         return info
@@ -961,7 +757,7 @@ def _test_kill_hook(epoch: int) -> None:
 
 def train_experiment(split_path, store_npys, store_indexes, classes, out_model, out_best, out_classes, out_history,
                      out_summary, out_info, state_dir, params: dict, weights_path=None, threads: int = 1,
-                     base_features=None, on_epoch=None) -> dict:
+                     base_features=None, on_epoch=None, gpu_request: int = 0, cpu_fallback: bool = False) -> dict:
     """Train one experiment and write its outputs; returns what was written to ``out_info``.
 
     ``params``: the experiment's configuration (see the schema's ``experiment``; missing
@@ -969,7 +765,9 @@ def train_experiment(split_path, store_npys, store_indexes, classes, out_model, 
     position in it. ``weights_path``: a weights file of the base, which is then frozen
     for the first phase, or None to train the whole network from scratch.
     ``state_dir``: resume state and cached features, removed after success.
-    ``threads``: TensorFlow's intra-op threads (set once per process).
+    ``threads``: the backend's intra-op threads (set once per process). ``gpu_request``: GPUs the job
+    asked for (its ``gpu`` resource): with none visible, training stops at once with a
+    :class:`lokiml.runtime.DeviceError` saying why, unless ``cpu_fallback`` (lokiml/runtime.py).
     ``base_features``: (features, index) of rule compute_base_features (the frozen base's pooled
     output for every image of the store): the head trains on their rows instead of features
     computed here. Used only where features are cached (a frozen base, no augmentation).
@@ -985,10 +783,11 @@ def train_experiment(split_path, store_npys, store_indexes, classes, out_model, 
       learning_rate (one row per epoch; epochs numbered 1, 2, ... across phases);
     * ``out_summary``: ``model.summary()`` text;
     * ``out_info``: JSON (parameters, epochs per phase, early stop, best epoch, times, cached
-      features, item counts, skipped items by reason, device, versions).
+      features, item counts, skipped items by reason, device, precision, backend, the runtime's
+      choices (lokiml.runtime.Runtime.describe), versions).
     """
     run = _Run(split_path, store_npys, store_indexes, classes, state_dir, params, weights_path, threads,
-               base_features, on_epoch)
+               base_features, on_epoch, gpu_request, cpu_fallback)
     run.run()
     info = run.write_outputs(out_model, out_best, out_classes, out_history, out_summary, out_info)
     shutil.rmtree(run.state.dir, ignore_errors=True)
