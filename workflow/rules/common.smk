@@ -589,12 +589,21 @@ def get_deep_features_cnn(wildcards):
 
 def get_demo_weights_normalisation(wildcards):
     """How the demo weights' calibration images are normalised: as the store's, at the smallest image size
-    of the experiments that use this backbone."""
-    sizes = [e["image_size"] for e in config["experiments"].values()
-             if e["kind"] == "cnn" and e["model"].lower() == wildcards.model]
+    of the experiments that load these weights (a backbone's pre-trained experiments; else any of its)."""
+    mine = [e for e in config["experiments"].values() if e["kind"] == "cnn" and e["model"].lower() == wildcards.model]
+    loading = [e for e in mine if f"demo_weights/{wildcards.model}_seeded_random" in str(e.get("weights"))]
+    sizes = [e["image_size"] for e in (loading or mine)]
     n = config["normalise"]
     return {"size": min(sizes) if sizes else min(SIZES),
             **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")}}
+
+
+def get_demo_weights_pretext_size(wildcards):
+    """The image size the demo weights' pretext task trains at: the smallest of the backbone's experiments
+    (the weights of a convolutional base fit any size; the smaller, the cheaper)."""
+    sizes = [e["image_size"] for e in config["experiments"].values()
+             if e["kind"] == "cnn" and e["model"].lower() == wildcards.model]
+    return min(sizes) if sizes else min(SIZES)
 
 
 def get_normalisation_params(wildcards):

@@ -34,6 +34,7 @@ rule make_demo_weights:
         code=library_code("make_demo_weights"),
         split=config["split"],
         normalisation=get_demo_weights_normalisation,
+        pretext_size=get_demo_weights_pretext_size,
     conda:
         "../envs/train.yaml"
     log:

@@ -9,7 +9,7 @@ def main(smk):
 
     images = calibration_images(smk.input.balanced, smk.input.objects, smk.input.export, dict(smk.params.split),
                                 dict(smk.params.normalisation), seed=1)
-    make_demo_weights(smk.wildcards.model, smk.output[0], images, seed=1)
+    make_demo_weights(smk.wildcards.model, smk.output[0], images, seed=1, pretext_size=smk.params.pretext_size)
 
 
 if __name__ == "__main__":

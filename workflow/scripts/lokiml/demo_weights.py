@@ -155,7 +155,9 @@ def make_demo_weights(model: str, dest, images: np.ndarray, seed: int = 1, n_per
     x = None
     for epoch in range(epochs):
         x, y = pretext_images(n_per_class, size, seed + epoch)
-        full.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
+        hist = full.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=True).history
+        log.info("%s: pretext epoch %d/%d: loss %.3f, training accuracy %.3f (batch statistics), %.0f s so far",
+                 model, epoch + 1, epochs, hist["loss"][-1], hist["accuracy"][-1], time.monotonic() - t0)
         if on_epoch is not None:
             on_epoch(full, epoch + 1)
     bn.precise_batchnorm(base, base_batches(x))
