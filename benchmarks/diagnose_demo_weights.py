@@ -108,6 +108,8 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=40, help="pretext images per primitive and epoch")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--optimizer", default="adam")
+    ap.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
     ap.add_argument("--at", default="", help="pretext epochs to judge, e.g. 2,4,6 (default: the last)")
     ap.add_argument("--head-epochs", type=int, default=60)
     ap.add_argument("--fine-tune", type=int, default=0, help="layers to fine-tune after the last judged epoch")
@@ -128,7 +130,8 @@ def main(argv=None) -> None:
     last = {}
 
     def emit(rec):
-        rec.update(model=a.model, size=a.size, pretext_size=psize, batch=a.batch, n=a.n, lr=a.lr)
+        rec.update(model=a.model, size=a.size, pretext_size=psize, batch=a.batch, n=a.n, lr=a.lr,
+                   optimizer=a.optimizer, schedule=a.schedule)
         print(json.dumps(rec), flush=True)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         with open(a.out, "a") as fh:
@@ -146,7 +149,7 @@ def main(argv=None) -> None:
 
     make_demo_weights(a.model, Path(a.out).with_suffix(".weights.h5"), calib[..., 0], n_per_class=a.n,
                       epochs=a.epochs, batch_size=a.batch, learning_rate=a.lr, pretext_size=psize,
-                      on_epoch=on_epoch)
+                      on_epoch=on_epoch, optimizer=a.optimizer, schedule=a.schedule)
     if a.fine_tune and last:
         _, full, base = judge(a.model, last["weights"], parts, calib, n_classes, a.size, a.head_epochs)
         n_layers, _ = models.set_fine_tune_trainable(base, a.fine_tune)

@@ -123,14 +123,15 @@ def calibration_images(balanced_path, objects_path, export_path, split: dict, no
 
 def make_demo_weights(model: str, dest, images: np.ndarray, seed: int = 1, n_per_class: int = 40, epochs: int = 3,
                       batch_size: int = 32, learning_rate: float = 2e-3, pretext_size: int | None = None,
-                      on_epoch=None) -> dict:
+                      on_epoch=None, optimizer: str = "adam", schedule: str = "cosine") -> dict:
     """Pre-train ``model``'s base on the pretext task, calibrate its BatchNorm statistics on ``images``
     (normalised training originals, ``uint8 (N, S, S)``, :func:`calibration_images`), and save the base's
     weights, built for ``S`` px, to ``dest``. Returns what was measured (pretext accuracy, seconds).
 
     Each epoch draws ``n_per_class`` *new* images of each primitive (an endless supply: no image is seen
     twice, so the base cannot overfit the pretext), at ``pretext_size`` px (default: the store's size; the
-    weights of a convolutional base fit any size). Adam with a one-epoch warm-up and a cosine decay.
+    weights of a convolutional base fit any size). ``optimizer`` (default Adam) with ``schedule``: "cosine", a one-epoch
+    warm-up and a cosine decay, or "constant".
     ``on_epoch(full_model, epoch)``: called after each epoch (exploration and benchmarks).
     """
     import keras
@@ -145,7 +146,8 @@ def make_demo_weights(model: str, dest, images: np.ndarray, seed: int = 1, n_per
     xv, yv = pretext_images(max(8, n_per_class // 2), size, seed + 1000)
     full, base = build_model(model, len(PRETEXT_SHAPES), size, weights_path=None, dropout=0.2, seed=seed)
     steps = math.ceil(n_per_class * len(PRETEXT_SHAPES) / batch_size)
-    compile_model(full, "adam", make_schedule("cosine", learning_rate, steps, epochs, warmup_epochs=1))
+    compile_model(full, optimizer, make_schedule(schedule, learning_rate, steps, epochs,
+                                                 warmup_epochs=1 if schedule == "cosine" else 0))
     keras.utils.set_random_seed(seed)
     preprocess = full.get_layer("preprocess")
 
