@@ -15,7 +15,7 @@ def main(smk):
         manifest_out=smk.output.manifest,
         threads=smk.threads,
         mem_mb=smk.resources.get("mem_mb"),
-        **dict(smk.params.items()),
+        **{k: v for k, v in smk.params.items() if k != "code"},  # code: the library digest (common.smk)
     )
 
 
