@@ -29,7 +29,7 @@ def test_cpu_recipe_is_a_small_cnn_from_scratch_with_a_forest_on_its_own_feature
     assert cfg["normalise"]["canvas"] is None  # the measured winner on real images (README, "Object size")
 
 
-@pytest.mark.parametrize("extra", [[], ["benchmarks/real_data/finalists.yaml"],
+@pytest.mark.parametrize("extra", [[], ["benchmarks/real_data/finalists.yaml"], ["benchmarks/real_data/tta.yaml"],
                                    ["benchmarks/real_data/finalists.yaml", "benchmarks/real_data/canvas256.yaml"]])
 @pytest.mark.parametrize("data", ["benchmarks/real_data/zooscan.yaml", "benchmarks/real_data/zooscan_light.yaml"])
 def test_real_image_grids_merge_and_every_forest_has_its_cnn(project_root, data, extra):
@@ -38,3 +38,6 @@ def test_real_image_grids_merge_and_every_forest_has_its_cnn(project_root, data,
     cnns = {n for n, e in exps.items() if e["kind"] == "cnn"}
     assert cnns and all(e["weights"] == "none" for n, e in exps.items() if n in cnns)
     assert {e["cnn"] for e in exps.values() if e["kind"] == "deep_features"} == cnns
+    if "smallcnn_64_dihedral" in exps:  # the same training as smallcnn_64, only the views at evaluation differ
+        a, b = dict(exps["smallcnn_64_dihedral"]), dict(exps["smallcnn_64"])
+        assert a.pop("tta") == "dihedral" and b.pop("tta") is None and a == b
