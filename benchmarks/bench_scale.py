@@ -11,7 +11,7 @@ each in a fresh Snakemake run:
 and, separately, the reading stage alone on a 1 000 000-row TSV (no images).
 
 Images: ``--images loki`` (default) are LOKI-sized JPEGs (300-1500 px, 0.85 Mpixel on average,
-benchmarks/loki_like.py): a pool of 48 drawn ones, each file made unique by a JPEG comment, so that
+benchmarks/loki_like.py): a pool of 64 drawn ones (loki_like.JpegPool), each file made unique by a JPEG comment, so that
 every file has its own content (its own cache entries) and costs a LOKI image's decoding.
 ``--images small`` are the 60-140 px ellipses this benchmark used first: they stand for small
 vignettes (UVP, FlowCam), and understate LOKI's decoding about 8-9 times.
@@ -38,48 +38,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
 CLASSES = ["Calanoida", "Chaetognatha", "Ostracoda", "detritus", "Appendicularia", "Noctiluca"]
 IMAGES = "loki"
-_POOL: list[bytes] = []
-
-
-def _loki_image(i: int) -> bytes:
-    """The pool image i % 48, made a file of its own by a JPEG comment (COM segment) after the SOI marker."""
-    if not _POOL:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from loki_like import loki_like_image
-
-        rng = np.random.default_rng(20)
-        for _ in range(48):
-            side, aspect = rng.uniform(300, 1500), rng.uniform(0.6, 1.6)
-            w = int(np.clip(round(side * aspect ** 0.5), 300, 1500))
-            h = int(np.clip(round(side / aspect ** 0.5), 300, 1500))
-            buf = io.BytesIO()
-            Image.fromarray(loki_like_image(rng, w, h)).convert("RGB").save(buf, "JPEG", quality=90)
-            _POOL.append(buf.getvalue())
-    data = _POOL[i % len(_POOL)]
-    comment = f"lokiml bench image {i}".encode()
-    return data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
+_MAKERS: dict = {}
 
 
 def _image(i: int) -> bytes:
-    if IMAGES == "loki":
-        return _loki_image(i)
-    rng = np.random.default_rng(i)
-    w, h = int(rng.integers(60, 140)), int(rng.integers(60, 140))
-    img = Image.new("L", (w, h), 240)
-    d = ImageDraw.Draw(img)
-    a, b = rng.integers(8, w // 2), rng.integers(4, h // 2)
-    cx, cy = w // 2, h // 2
-    d.ellipse((cx - a, cy - b, cx + a, cy + b), fill=int(rng.integers(40, 140)))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
-    return buf.getvalue()
+    """Object i's JPEG: a LOKI-sized unique copy of a pool image (``loki``) or a small vignette (``small``),
+    made by benchmarks/loki_like.py (one maker per kind, its pool drawn once)."""
+    if IMAGES not in _MAKERS:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from loki_like import image_maker
+
+        _MAKERS[IMAGES] = image_maker(IMAGES)
+    return _MAKERS[IMAGES](i)
 
 
 def write_export(folder: Path, n: int, start: int = 0) -> Path:
@@ -117,8 +93,10 @@ def write_export(folder: Path, n: int, start: int = 0) -> Path:
 def snakemake(wd: Path, *args, env=None) -> float:
     t = time.perf_counter()
     # targets before --configfile, which takes several files
-    subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", "config/config.yaml",
-                    "bench.yaml"], cwd=wd, check=True, capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", "config/config.yaml",
+                        "bench.yaml"], cwd=wd, capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"snakemake {' '.join(args)} failed in {wd} (exit {r.returncode}):\n{r.stderr[-4000:]}")
     return time.perf_counter() - t
 
 

@@ -22,6 +22,9 @@ pytestmark = pytest.mark.slow
 BENCHMARKS = sorted((ROOT / "benchmarks").glob("bench_*.py"))
 # what each smoke run must print, besides finishing: its comparison or its figures
 EXPECTED = {
+    "bench_batches.py": [r"PyDataset / tf.data = [\d.]+"],
+    "bench_cpu_training.py": [r"^lokiml .*TensorFlow 3x3 convolution peak", r"% of the peak"],
+    "bench_decisions.py": [r"the rule: [\d.]+ s = [\d.]+ x reading its inputs"],
     "bench_baselines.py": [r"lokiml [\d.]+ ± .*defaults [\d.]+ ± .*difference"],
     "bench_time_to_accuracy.py": [r"best_val_macro_f1", r"^recipe\t1\t"],
     "bench_cached_features.py": [r"ratio per epoch, full / cached: \d+x", r"whole training of \d+ epochs.*: [\d.]+x"],

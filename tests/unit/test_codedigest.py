@@ -152,3 +152,18 @@ def test_a_module_alias_with_an_attribute_reaches_that_attribute_only(scripts):
     script.write_text("def main():\n    from lokiml.probe import probe\n    return probe(b'')\n")
     names = {n for m, n in lib.reached(script) if m == "lokiml.images"}
     assert "decode_grey" in names and "normalise" not in names, names
+
+
+def test_a_name_that_is_only_assigned_reaches_nothing(scripts):
+    """A dataclass field (or a variable) that shares its name with a module alias is no use of the module:
+    lokiml.manifest's PolarityEvidence has a field `images`, which made read_export reach every function of
+    images.py (normalise and augment included) until assigned names were told apart from used ones."""
+    lib = Library(scripts)
+    path = scripts / "lokiml" / "probe.py"
+    path.write_text("from dataclasses import dataclass\n\nfrom . import images\n\n\n@dataclass\nclass Probe:\n"
+                    "    images: int\n\n\ndef probe(data):\n    images_seen = images.header(data)\n"
+                    "    return Probe(images=1), images_seen\n")
+    script = scripts / "probe_script.py"
+    script.write_text("def main():\n    from lokiml.probe import probe\n    return probe(b'')\n")
+    names = {n for m, n in lib.reached(script) if m == "lokiml.images"}
+    assert "header" in names and "normalise" not in names and "augment" not in names, names

@@ -57,5 +57,7 @@ def test_a_change_in_descriptors_py_reruns_only_the_descriptor_baseline(with_des
     j = src.index('"""', src.index('"""', i) + 3) + 3  # after its docstring
     path.write_text(src[:j] + "\n    _changed = True" + src[j:])
     counts = jobs_to_run(copy, *CONFIG)
+    # downstream of its model: its evaluation, the leaderboard, its decisions and its prediction record
     assert set(counts) - {"all"} == {"train_descriptors", "estimate_descriptors", "evaluate_descriptors",
-                                     "make_leaderboard", "compare_classes"}, counts
+                                     "make_leaderboard", "compare_classes", "evaluate_decisions",
+                                     "record_normalisation"}, counts

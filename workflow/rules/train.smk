@@ -58,6 +58,7 @@ rule compute_base_features:
     wildcard_constraints:
         features=one_of(BASE_FEATURES),
     params:
+        code=library_code("compute_base_features"),
         settings=get_base_features_params,
     threads: MODEL_THREADS
     resources:

@@ -133,7 +133,9 @@ def _walk_references(node: ast.AST):
                 chain.reverse()
                 yield cur.id, chain
     for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and id(sub) not in bases:
+        # A name that is only assigned (a dataclass field `images: int`, `x = ...`) uses nothing: in
+        # lokiml.manifest the field `images` made read_export reach every function of lokiml.images.
+        if isinstance(sub, ast.Name) and id(sub) not in bases and isinstance(sub.ctx, ast.Load):
             yield sub.id, None
 
 
