@@ -118,6 +118,7 @@ def main(argv=None) -> None:
     print(f"# {len(classes)} classes, {n_train} training images, {len(yv)} validation objects, {args.size} px, "
           f"budget {args.minutes} min per configuration, {args.threads} threads", flush=True)
     rows = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     runs = configs(args.size, args.epochs, not args.no_control)
     for name, params in runs.items():
         if args.only and name not in args.only:
@@ -133,6 +134,8 @@ def main(argv=None) -> None:
                          "val_accuracy": round(row["val_accuracy"], 4), "val_macro_f1": round(f1, 4),
                          "top_share": round(np.bincount(pred, minlength=len(classes)).max() / len(pred), 3)})
             print("\t".join(str(v) for v in rows[-1].values()), flush=True)
+            # written after every epoch, so that a run stopped by a time limit keeps what it measured
+            pd.DataFrame(rows).to_csv(args.out, sep="\t", index=False)
             clock["measuring"] += time.monotonic() - t
             if wall > args.minutes * 60:
                 raise _Budget
@@ -147,7 +150,6 @@ def main(argv=None) -> None:
             except _Budget:
                 pass
     table = pd.DataFrame(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, sep="\t", index=False)
     print("\nconfig\tepochs\tbest_val_macro_f1\t" + "\t".join(f"time_to_{t}" for t in THRESHOLDS))
     best = {}

@@ -76,7 +76,8 @@ def test_reruns(forest_run, tmp_path):
     # the estimate's settings rerun the estimate and what shows it, not the training nor the morphometrics
     (wd / "est.yaml").write_text("experiments:\n  forest:\n    estimate: {folds: 4, repeats: 1}\n")
     counts = jobs_to_run(wd, *CONFIG, "est.yaml")
-    assert set(counts) - {"all"} == {"estimate_descriptors", "evaluate_descriptors", "make_leaderboard"}, counts
+    assert set(counts) - {"all"} == {"estimate_descriptors", "evaluate_descriptors", "make_leaderboard",
+                                     "compare_classes", "evaluate_decisions"}, counts
     # the object threshold measures again, and retrains
     (wd / "thr.yaml").write_text("normalise:\n  threshold: 200\n")
     counts = jobs_to_run(wd, *CONFIG, "thr.yaml")

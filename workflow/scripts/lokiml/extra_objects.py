@@ -348,6 +348,9 @@ def extract_extra_features(fmodel, extra_path, store_npy, store_index, out_featu
         if ok.any():
             feats = extract_features(fmodel, Store([store_npy], [store_index]), extra.loc[ok, "item_id"],
                                      batch_size)
+            from .base_features import log_forward_passes
+
+            log_forward_passes(len(feats), f"the model's penultimate layer ({store_npy})")
     ok = status == "ok"
     row = np.full(len(extra), -1, dtype=np.int64)
     row[ok] = np.arange(int(ok.sum()))
