@@ -15,21 +15,21 @@ rule compute_morphometrics:
         balanced=f"{DATA}/balanced.tsv",
     output:
         table=f"{DATA}/morphometrics/shard{{shard}}.tsv",
-    params:
-        code=library_code("compute_morphometrics"),
-        shards=config["normalise"]["shards"],
-        **get_morphometrics_params(),
-        cache_dir="resources/cache/morphometrics",
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=120,
-    conda:
-        "../envs/data.yaml"
     log:
         "logs/compute_morphometrics/shard{shard}.log",
     benchmark:
         "benchmarks/out/compute_morphometrics/shard{shard}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    params:
+        **get_morphometrics_params(),
+        code=library_code("compute_morphometrics"),
+        shards=config["normalise"]["shards"],
+        cache_dir="resources/cache/morphometrics",
     script:
         "../scripts/compute_morphometrics.py"
 
@@ -41,23 +41,23 @@ rule estimate_descriptors:
     output:
         table=f"{EVAL}/{{experiment}}/estimate.tsv",
         summary=f"{EVAL}/{{experiment}}/estimate.json",
+    log:
+        "logs/estimate_descriptors/{experiment}.log",
+    benchmark:
+        "benchmarks/out/estimate_descriptors/{experiment}.tsv"
     wildcard_constraints:
         experiment=one_of(ESTIMATED_DESCRIPTOR_EXPERIMENTS),
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         code=library_code("estimate_descriptors"),
         experiment=get_descriptor_estimate_params,
         classes=config["classes"],
         split=get_estimate_split_params(),
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/estimate_descriptors/{experiment}.log",
-    benchmark:
-        "benchmarks/out/estimate_descriptors/{experiment}.tsv"
     script:
         "../scripts/estimate_descriptors.py"
 
@@ -72,22 +72,22 @@ rule estimate_deep_features:
     output:
         table=f"{EVAL}/{{experiment}}/estimate.tsv",
         summary=f"{EVAL}/{{experiment}}/estimate.json",
+    log:
+        "logs/estimate_deep_features/{experiment}.log",
+    benchmark:
+        "benchmarks/out/estimate_deep_features/{experiment}.tsv"
     wildcard_constraints:
         experiment=one_of(ESTIMATED_DEEP_FEATURE_EXPERIMENTS),
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         code=library_code("estimate_deep_features"),
         experiment=get_deep_features_estimate_params,
         classes=config["classes"],
         split=get_estimate_split_params(),
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/estimate_deep_features/{experiment}.log",
-    benchmark:
-        "benchmarks/out/estimate_deep_features/{experiment}.tsv"
     script:
         "../scripts/estimate_deep_features.py"

@@ -8,7 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-
 # The library (workflow/scripts/lokiml) on sys.path, from where this workflow's files are: a
 # checkout, a module of another project's Snakefile (`module lokiml: snakefile: ...`), or a remote
 # module (`snakefile: github(...)`), whose files workflow.source_path fetches into Snakemake's source
@@ -25,21 +24,28 @@ else:
         with open(workflow.source_path(f"../scripts/{rel}"), encoding="utf-8") as fh:
             return fh.read()
 
-    LIBRARY_DIR = str(Path(workflow.source_path("../scripts/lokiml/__init__.py")).parent.parent)
+    LIBRARY_DIR = str(
+        Path(workflow.source_path("../scripts/lokiml/__init__.py")).parent.parent
+    )
     for _name in ("errors.py", "config.py", "codedigest.py"):
         workflow.source_path(f"../scripts/lokiml/{_name}")
-    workflow.source_path("../schemas/config.schema.yaml")  # lokiml.config reads it beside the library
+    workflow.source_path(
+        "../schemas/config.schema.yaml"
+    )  # lokiml.config reads it beside the library
 if LIBRARY_DIR not in sys.path:
     sys.path.insert(0, LIBRARY_DIR)
 
 from lokiml.config import validate_config, image_sizes  # noqa: E402
 from lokiml.codedigest import Library  # noqa: E402
 from lokiml.errors import ConfigError  # noqa: E402
+
 # Standard library only: no pandas, numpy or Pillow to import at DAG-build time.
 from lokiml.export_files import export_state, find_tables, table_bytes  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
 
-_LIBRARY = Library(LIBRARY_DIR, read=_read_library_source, cache=".snakemake/lokiml/code_digests.json")
+_LIBRARY = Library(
+    LIBRARY_DIR, read=_read_library_source, cache=".snakemake/lokiml/code_digests.json"
+)
 
 
 def library_code(script):
@@ -50,7 +56,9 @@ def library_code(script):
     """
     path = os.path.join(LIBRARY_DIR, f"{script}.py")
     if _read_library_source is not None:
-        _LIBRARY.imported(path)  # a remote module: fetch every module the script's imports load
+        _LIBRARY.imported(
+            path
+        )  # a remote module: fetch every module the script's imports load
     return _LIBRARY.digest(path)
 
 
@@ -60,7 +68,11 @@ def library_code(script):
 # (config/demo.yaml). A module given `config:` skips its `configfile:`: that config is its user's own,
 # nothing shipped to drop (skip_configfile; the root workflow's modifier also says is_module).
 _module_config = getattr(workflow.modifier, "skip_configfile", False)
-if workflow.overwrite_configfiles and not _module_config and not config.get("keep_shipped_experiments"):
+if (
+    workflow.overwrite_configfiles
+    and not _module_config
+    and not config.get("keep_shipped_experiments")
+):
     _given = workflow.config_settings.overwrite_config.get("experiments") or {}
     _dropped = sorted(set(config.get("experiments") or {}) - set(_given))
     config["experiments"] = copy.deepcopy(_given)
@@ -80,7 +92,11 @@ config.update(_validated)
 
 DATA = "results/data"
 # Conda environment (--sdm conda) of the rules that ask for a GPU: config device.conda_env.
-GPU_RULES_ENV = "../envs/train-gpu.yaml" if config["device"]["conda_env"] == "gpu" else "../envs/train.yaml"
+GPU_RULES_ENV = (
+    "../envs/train-gpu.yaml"
+    if config["device"]["conda_env"] == "gpu"
+    else "../envs/train.yaml"
+)
 SIZES = image_sizes(config)
 SHARDS = list(range(config["normalise"]["shards"]))
 
@@ -113,7 +129,9 @@ def gpus(rule):
     """
     given = workflow.resource_settings.overwrite_resources.get(rule) or {}
     gres = given.get("gres") if hasattr(given, "get") else None
-    gres = getattr(gres, "raw", gres)  # a parsed Resource (its text as given) or a plain value
+    gres = getattr(
+        gres, "raw", gres
+    )  # a parsed Resource (its text as given) or a plain value
     return 0 if gres and "gpu" in str(gres) else MODEL_GPU
 
 
@@ -123,7 +141,10 @@ def get_display_normalisation():
     256 px; 128 px without CNN experiments)."""
     n = config["normalise"]
     size = min(min(SIZES), 256) if SIZES else 128
-    return {"size": size, **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")}}
+    return {
+        "size": size,
+        **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")},
+    }
 
 
 def get_export():
@@ -178,7 +199,10 @@ def images_needed():
     the export has them, else the export's descriptors only); ignored with descriptors of the export only.
     """
     exps = list(config["experiments"].values())
-    if any(e["kind"] != "descriptors" or e.get("features") in ("morphometrics", "both") for e in exps):
+    if any(
+        e["kind"] != "descriptors" or e.get("features") in ("morphometrics", "both")
+        for e in exps
+    ):
         return "required"
     if any(e.get("features") == "auto" for e in exps):
         return "optional"
@@ -193,7 +217,11 @@ def get_read_export_mem_mb(wildcards, input):
     """
     export = get_export()
     tables = get_export_tables()
-    tables_mb = (sum(os.path.getsize(t) for t in tables if os.path.isfile(t)) if tables else table_bytes(export)) / 2**20
+    tables_mb = (
+        sum(os.path.getsize(t) for t in tables if os.path.isfile(t))
+        if tables
+        else table_bytes(export)
+    ) / 2**20
     return int(max(2000, 1300 + 12 * tables_mb))
 
 
@@ -221,16 +249,32 @@ def get_all_targets():
     # figure or table is made again. rules.* exist here: rule all is parsed after the includes.
     targets += list(rules.plot_data_summary.output)
     targets += expand(list(rules.evaluate_model.output), experiment=CNN_EXPERIMENTS)
-    targets += expand(list(rules.evaluate_descriptors.output), experiment=DESCRIPTOR_EXPERIMENTS)
-    targets += expand(list(rules.evaluate_deep_features.output), experiment=DEEP_FEATURE_EXPERIMENTS)
-    targets += expand(list(rules.estimate_descriptors.output), experiment=ESTIMATED_DESCRIPTOR_EXPERIMENTS)
-    targets += expand(list(rules.estimate_deep_features.output), experiment=ESTIMATED_DEEP_FEATURE_EXPERIMENTS)
+    targets += expand(
+        list(rules.evaluate_descriptors.output), experiment=DESCRIPTOR_EXPERIMENTS
+    )
+    targets += expand(
+        list(rules.evaluate_deep_features.output), experiment=DEEP_FEATURE_EXPERIMENTS
+    )
+    targets += expand(
+        list(rules.estimate_descriptors.output),
+        experiment=ESTIMATED_DESCRIPTOR_EXPERIMENTS,
+    )
+    targets += expand(
+        list(rules.estimate_deep_features.output),
+        experiment=ESTIMATED_DEEP_FEATURE_EXPERIMENTS,
+    )
     if EVALUATED_EXPERIMENTS:
-        targets += list(rules.make_leaderboard.output) + list(rules.compare_classes.output)
+        targets += list(rules.make_leaderboard.output) + list(
+            rules.compare_classes.output
+        )
     targets += list(rules.plot_class_gallery.output)
     # the decisions of every experiment: thresholds, natural frequencies, abundances, unknowns (lokiml.decisions)
-    targets += expand(list(rules.evaluate_decisions.output), experiment=EVALUATED_EXPERIMENTS)
-    targets += expand(f"{EXP}/{{experiment}}/normalisation.json", experiment=EVALUATED_EXPERIMENTS)
+    targets += expand(
+        list(rules.evaluate_decisions.output), experiment=EVALUATED_EXPERIMENTS
+    )
+    targets += expand(
+        f"{EXP}/{{experiment}}/normalisation.json", experiment=EVALUATED_EXPERIMENTS
+    )
     if PREDICTIONS:
         targets += expand(list(rules.predict_images.output), prediction=PREDICTIONS)
         targets += expand(list(rules.report_prediction.output), prediction=PREDICTIONS)
@@ -239,21 +283,37 @@ def get_all_targets():
 
 EXP = "results/experiments"
 EVAL = "results/evaluation"
-CNN_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "cnn")
-DESCRIPTOR_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "descriptors")
-DEEP_FEATURE_EXPERIMENTS = sorted(n for n, e in config["experiments"].items() if e["kind"] == "deep_features")
+CNN_EXPERIMENTS = sorted(
+    n for n, e in config["experiments"].items() if e["kind"] == "cnn"
+)
+DESCRIPTOR_EXPERIMENTS = sorted(
+    n for n, e in config["experiments"].items() if e["kind"] == "descriptors"
+)
+DEEP_FEATURE_EXPERIMENTS = sorted(
+    n for n, e in config["experiments"].items() if e["kind"] == "deep_features"
+)
 # The CNN experiments whose features a deep_features experiment uses (lokiml.config checks that they are CNNs).
-DEEP_FEATURE_CNNS = sorted({config["experiments"][n]["cnn"] for n in DEEP_FEATURE_EXPERIMENTS})
+DEEP_FEATURE_CNNS = sorted(
+    {config["experiments"][n]["cnn"] for n in DEEP_FEATURE_EXPERIMENTS}
+)
 # Every experiment with evaluation outputs (results/evaluation/{experiment}/...): on the leaderboard.
-EVALUATED_EXPERIMENTS = sorted(CNN_EXPERIMENTS + DESCRIPTOR_EXPERIMENTS + DEEP_FEATURE_EXPERIMENTS)
+EVALUATED_EXPERIMENTS = sorted(
+    CNN_EXPERIMENTS + DESCRIPTOR_EXPERIMENTS + DEEP_FEATURE_EXPERIMENTS
+)
 # The scikit-learn experiments with a repeated estimate (estimate: not null), and those that use morphometrics.
-ESTIMATED_DESCRIPTOR_EXPERIMENTS = sorted(n for n in DESCRIPTOR_EXPERIMENTS if config["experiments"][n]["estimate"])
+ESTIMATED_DESCRIPTOR_EXPERIMENTS = sorted(
+    n for n in DESCRIPTOR_EXPERIMENTS if config["experiments"][n]["estimate"]
+)
 ESTIMATED_DEEP_FEATURE_EXPERIMENTS = sorted(
     n for n in DEEP_FEATURE_EXPERIMENTS if config["experiments"][n]["estimate"]
 )
-ESTIMATED_EXPERIMENTS = sorted(ESTIMATED_DESCRIPTOR_EXPERIMENTS + ESTIMATED_DEEP_FEATURE_EXPERIMENTS)
+ESTIMATED_EXPERIMENTS = sorted(
+    ESTIMATED_DESCRIPTOR_EXPERIMENTS + ESTIMATED_DEEP_FEATURE_EXPERIMENTS
+)
 MORPHOMETRIC_EXPERIMENTS = sorted(
-    n for n in DESCRIPTOR_EXPERIMENTS if config["experiments"][n]["features"] in ("auto", "morphometrics", "both")
+    n
+    for n in DESCRIPTOR_EXPERIMENTS
+    if config["experiments"][n]["features"] in ("auto", "morphometrics", "both")
 )
 
 
@@ -305,12 +365,20 @@ def base_features_key(experiment):
     experiments that share all three share the features.
     """
     exp = config["experiments"][experiment]
-    if exp["kind"] != "cnn" or exp["weights"] == "none" or exp["augment"] or exp["cache_features"] is False:
+    if (
+        exp["kind"] != "cnn"
+        or exp["weights"] == "none"
+        or exp["augment"]
+        or exp["cache_features"] is False
+    ):
         return None
     if exp["weights"] == "imagenet":
         tag = "imagenet"
     else:
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(exp["weights"]).name.split(".")[0]) or "weights"
+        stem = (
+            re.sub(r"[^A-Za-z0-9_.-]", "_", Path(exp["weights"]).name.split(".")[0])
+            or "weights"
+        )
         tag = f"{stem}-{hashlib.sha1(str(exp['weights']).encode()).hexdigest()[:8]}"
     return f"{exp['model'].lower()}-{tag}-{exp['image_size']}px"
 
@@ -318,9 +386,14 @@ def base_features_key(experiment):
 def base_features_reused(experiment):
     """Whether evaluation and deep-feature extraction read the base features too: yes when the frozen
     base is never fine-tuned, so that the best checkpoint's base is the one the features came from, and
-    no test-time augmentation (`tta`) is built into the saved model (its views are not in the features)."""
+    no test-time augmentation (`tta`) is built into the saved model (its views are not in the features).
+    """
     exp = config["experiments"][experiment]
-    return base_features_key(experiment) is not None and not exp["fine_tune"] and not exp.get("tta")
+    return (
+        base_features_key(experiment) is not None
+        and not exp["fine_tune"]
+        and not exp.get("tta")
+    )
 
 
 # key -> what rule compute_base_features computes, and for which experiments
@@ -346,24 +419,41 @@ def get_base_features_inputs(wildcards):
     """Inputs of compute_base_features: the base's weights and the image store of its size."""
     entry = BASE_FEATURES[wildcards.features]
     shards = get_shards(entry["image_size"])
-    return {"weights": entry["weights"], "npys": shards["npy"], "indexes": shards["index"]}
+    return {
+        "weights": entry["weights"],
+        "npys": shards["npy"],
+        "indexes": shards["index"],
+    }
 
 
 def get_base_features_params(wildcards):
     entry = BASE_FEATURES[wildcards.features]
-    return {k: entry[k] for k in ("model", "image_size", "batch_size", "mixed_precision")}
+    return {
+        k: entry[k] for k in ("model", "image_size", "batch_size", "mixed_precision")
+    }
 
 
 def base_features_inputs(experiment):
     key = base_features_key(experiment)
-    return {"base_features": f"{FEAT}/{key}/base.npy", "base_index": f"{FEAT}/{key}/base.tsv"} if key else {}
+    return (
+        {
+            "base_features": f"{FEAT}/{key}/base.npy",
+            "base_index": f"{FEAT}/{key}/base.tsv",
+        }
+        if key
+        else {}
+    )
 
 
 def get_training_inputs(wildcards):
     exp = config["experiments"][wildcards.experiment]
     size = exp["image_size"]
     shards = get_shards(size)
-    inputs = {"split": f"{DATA}/split.tsv", "npys": shards["npy"], "indexes": shards["index"]}
+    inputs = {
+        "split": f"{DATA}/split.tsv",
+        "npys": shards["npy"],
+        "indexes": shards["index"],
+    }
     weights = get_weights_file(wildcards.experiment)
     if weights:
         inputs["weights"] = weights
@@ -398,7 +488,11 @@ def get_evaluation_inputs(wildcards):
         "npys": shards["npy"],
         "indexes": shards["index"],
         **get_extra_store(size),
-        **(base_features_inputs(wildcards.experiment) if base_features_reused(wildcards.experiment) else {}),
+        **(
+            base_features_inputs(wildcards.experiment)
+            if base_features_reused(wildcards.experiment)
+            else {}
+        ),
     }
 
 
@@ -423,11 +517,17 @@ def get_leaderboard_settings():
     deep_features experiment its classifier, the CNN it takes the features of, and that CNN's image size.
     """
     settings = {
-        name: {k: config["experiments"][name][k] for k in ("model", "weights", "image_size")}
+        name: {
+            k: config["experiments"][name][k]
+            for k in ("model", "weights", "image_size")
+        }
         for name in CNN_EXPERIMENTS
     }
     for name in DESCRIPTOR_EXPERIMENTS:
-        settings[name] = {"model": config["experiments"][name]["classifier"], "weights": "descriptors"}
+        settings[name] = {
+            "model": config["experiments"][name]["classifier"],
+            "weights": "descriptors",
+        }
     for name in DEEP_FEATURE_EXPERIMENTS:
         exp = config["experiments"][name]
         settings[name] = {
@@ -439,8 +539,15 @@ def get_leaderboard_settings():
 
 
 SKLEARN_KEYS = (
-    "kind", "classifier", "param_grid", "max_missing", "exclude_columns", "include_columns", "refit",
-    "early_stopping_rounds", "seed",
+    "kind",
+    "classifier",
+    "param_grid",
+    "max_missing",
+    "exclude_columns",
+    "include_columns",
+    "refit",
+    "early_stopping_rounds",
+    "seed",
 )
 
 
@@ -458,12 +565,18 @@ def get_deep_features_params(wildcards):
 
 def get_descriptor_estimate_params(wildcards):
     """The keys the estimate of a descriptors experiment uses: its training keys and `estimate`."""
-    return {**get_descriptor_params(wildcards), "estimate": config["experiments"][wildcards.experiment]["estimate"]}
+    return {
+        **get_descriptor_params(wildcards),
+        "estimate": config["experiments"][wildcards.experiment]["estimate"],
+    }
 
 
 def get_deep_features_estimate_params(wildcards):
     """The keys the estimate of a deep_features experiment uses: its training keys and `estimate`."""
-    return {**get_deep_features_params(wildcards), "estimate": config["experiments"][wildcards.experiment]["estimate"]}
+    return {
+        **get_deep_features_params(wildcards),
+        "estimate": config["experiments"][wildcards.experiment]["estimate"],
+    }
 
 
 def get_morphometrics_params():
@@ -493,9 +606,17 @@ def get_descriptor_evaluation_inputs(wildcards):
     exp_dir = f"{EXP}/{wildcards.experiment}"
     inputs = {
         **get_descriptor_training_inputs(wildcards),
-        **{k: f"{exp_dir}/{f}" for k, f in (("model", "model.pkl"), ("classes", "classes.txt"),
-                                            ("columns", "columns.tsv"), ("grid", "grid.tsv"),
-                                            ("info", "train_info.json"), ("valid", "valid_probabilities.tsv"))},
+        **{
+            k: f"{exp_dir}/{f}"
+            for k, f in (
+                ("model", "model.pkl"),
+                ("classes", "classes.txt"),
+                ("columns", "columns.tsv"),
+                ("grid", "grid.tsv"),
+                ("info", "train_info.json"),
+                ("valid", "valid_probabilities.tsv"),
+            )
+        },
     }
     return {**inputs, **get_estimate_input(wildcards.experiment)}
 
@@ -532,13 +653,21 @@ def get_feature_extraction_inputs(wildcards):
         "npys": shards["npy"],
         "indexes": shards["index"],
         **get_extra_store(size),
-        **(base_features_inputs(wildcards.experiment) if base_features_reused(wildcards.experiment) else {}),
+        **(
+            base_features_inputs(wildcards.experiment)
+            if base_features_reused(wildcards.experiment)
+            else {}
+        ),
     }
 
 
 def get_extraction_gpu(wildcards):
     """extract_deep_features runs a network (and needs a GPU slot) unless it reads the base's features."""
-    return 0 if base_features_reused(wildcards.experiment) else gpus("extract_deep_features")
+    return (
+        0
+        if base_features_reused(wildcards.experiment)
+        else gpus("extract_deep_features")
+    )
 
 
 def get_deep_features_inputs(wildcards):
@@ -589,20 +718,34 @@ def get_deep_features_cnn(wildcards):
 
 def get_demo_weights_normalisation(wildcards):
     """How the demo weights' calibration images are normalised: as the store's, at the smallest image size
-    of the experiments that load these weights (a backbone's pre-trained experiments; else any of its)."""
-    mine = [e for e in config["experiments"].values() if e["kind"] == "cnn" and e["model"].lower() == wildcards.model]
-    loading = [e for e in mine if f"demo_weights/{wildcards.model}_seeded_random" in str(e.get("weights"))]
+    of the experiments that load these weights (a backbone's pre-trained experiments; else any of its).
+    """
+    mine = [
+        e
+        for e in config["experiments"].values()
+        if e["kind"] == "cnn" and e["model"].lower() == wildcards.model
+    ]
+    loading = [
+        e
+        for e in mine
+        if f"demo_weights/{wildcards.model}_seeded_random" in str(e.get("weights"))
+    ]
     sizes = [e["image_size"] for e in (loading or mine)]
     n = config["normalise"]
-    return {"size": min(sizes) if sizes else min(SIZES),
-            **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")}}
+    return {
+        "size": min(sizes) if sizes else min(SIZES),
+        **{k: n[k] for k in ("threshold", "polarity", "bottom_crop", "max_pixels")},
+    }
 
 
 def get_demo_weights_pretext_size(wildcards):
     """The image size the demo weights' pretext task trains at: the smallest of the backbone's experiments
     (the weights of a convolutional base fit any size; the smaller, the cheaper)."""
-    sizes = [e["image_size"] for e in config["experiments"].values()
-             if e["kind"] == "cnn" and e["model"].lower() == wildcards.model]
+    sizes = [
+        e["image_size"]
+        for e in config["experiments"].values()
+        if e["kind"] == "cnn" and e["model"].lower() == wildcards.model
+    ]
     return min(sizes) if sizes else min(SIZES)
 
 
@@ -636,7 +779,10 @@ def get_model_files(experiment):
     exp = config["experiments"][experiment]
     if exp["kind"] == "cnn":
         return {"model": f"{EXP}/{experiment}/best.keras"}
-    files = {"model": f"{EXP}/{experiment}/model.pkl", "columns": f"{EXP}/{experiment}/columns.tsv"}
+    files = {
+        "model": f"{EXP}/{experiment}/model.pkl",
+        "columns": f"{EXP}/{experiment}/columns.tsv",
+    }
     if exp["kind"] == "deep_features":
         files["cnn_model"] = f"{EXP}/{exp['cnn']}/best.keras"
     return files
@@ -687,7 +833,11 @@ def get_decision_inputs(wildcards):
     }
 
 
-def evaluation_outputs(curves_caption="../report/training_curves.rst", curves_label="training curves", kind="cnn"):
+def evaluation_outputs(
+    curves_caption="../report/training_curves.rst",
+    curves_label="training curves",
+    kind="cnn",
+):
     """The outputs of evaluate_model and evaluate_descriptors, the same files for every kind of experiment.
 
     Keys: summary, summary_html, curves, {split}_{key} for lokiml.evaluate.SPLITS x SPLIT_OUTPUTS, and
@@ -696,22 +846,32 @@ def evaluation_outputs(curves_caption="../report/training_curves.rst", curves_la
     sees the normalised images; a descriptors or deep_features experiment has a grid search and a
     classifier that sees numbers.
     """
-    summary_caption = "../report/summary.rst" if kind == "cnn" else "../report/summary_features.rst"
-    mistakes_caption = "../report/mistakes.rst" if kind == "cnn" else "../report/mistakes_features.rst"
+    summary_caption = (
+        "../report/summary.rst" if kind == "cnn" else "../report/summary_features.rst"
+    )
+    mistakes_caption = (
+        "../report/mistakes.rst" if kind == "cnn" else "../report/mistakes_features.rst"
+    )
     return {
         "summary_html": report(
             f"{EVAL}/{{experiment}}/summary.html",
             caption=summary_caption,
             category="{experiment}",
             subcategory="summary",
-            labels={"result": "summary (model, results, training, data)", "type": "table"},
+            labels={
+                "result": "summary (model, results, training, data)",
+                "type": "table",
+            },
         ),
         "summary": report(
             f"{EVAL}/{{experiment}}/summary.txt",
             caption=summary_caption,
             category="{experiment}",
             subcategory="summary",
-            labels={"result": "summary (model, results, training, data)", "type": "text (download)"},
+            labels={
+                "result": "summary (model, results, training, data)",
+                "type": "text (download)",
+            },
         ),
         "curves": report(
             f"{EVAL}/{{experiment}}/training_curves.svg",

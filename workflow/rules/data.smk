@@ -4,15 +4,15 @@
 rule make_demo_export:
     output:
         directory("resources/demo_export"),
+    log:
+        "logs/make_demo_export.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
     params:
         code=library_code("make_demo_export"),
         seed=config["demo"]["seed"],
         scale=config["demo"]["scale"],
-    conda:
-        "../envs/data.yaml"
-    log:
-        "logs/make_demo_export.log",
-    localrule: True
     script:
         "../scripts/make_demo_export.py"
 
@@ -26,6 +26,16 @@ rule read_export:
         objects=f"{DATA}/objects.tsv",
         ledger=f"{DATA}/ledger.tsv",
         manifest=f"{DATA}/images.tsv",
+    log:
+        "logs/read_export.log",
+    benchmark:
+        "benchmarks/out/read_export.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 2
+    resources:
+        mem_mb=get_read_export_mem_mb,
+        runtime=60,
     params:
         code=library_code("read_export"),
         classes=config["classes"],
@@ -39,16 +49,6 @@ rule read_export:
         bottom_crop=config["normalise"]["bottom_crop"],
         state=get_export_state(),
         cache_dir="resources/cache/read_export",
-    threads: 2
-    resources:
-        mem_mb=get_read_export_mem_mb,
-        runtime=60,
-    conda:
-        "../envs/data.yaml"
-    log:
-        "logs/read_export.log",
-    benchmark:
-        "benchmarks/out/read_export.tsv"
     script:
         "../scripts/read_export.py"
 
@@ -58,17 +58,17 @@ rule balance_classes:
         objects=f"{DATA}/objects.tsv",
     output:
         balanced=f"{DATA}/balanced.tsv",
-    params:
-        code=library_code("balance_classes"),
-        classes=config["classes"],
-        **config["balance"],
-    conda:
-        "../envs/data.yaml"
     log:
         "logs/balance_classes.log",
     benchmark:
         "benchmarks/out/balance_classes.tsv"
     localrule: True
+    conda:
+        "../envs/data.yaml"
+    params:
+        **config["balance"],
+        code=library_code("balance_classes"),
+        classes=config["classes"],
     script:
         "../scripts/balance_classes.py"
 
@@ -79,16 +79,16 @@ rule split_dataset:
         objects=f"{DATA}/objects.tsv",
     output:
         split=f"{DATA}/split.tsv",
-    params:
-        code=library_code("split_dataset"),
-        **config["split"],
-    conda:
-        "../envs/data.yaml"
     log:
         "logs/split_dataset.log",
     benchmark:
         "benchmarks/out/split_dataset.tsv"
     localrule: True
+    conda:
+        "../envs/data.yaml"
+    params:
+        **config["split"],
+        code=library_code("split_dataset"),
     script:
         "../scripts/split_dataset.py"
 
@@ -100,6 +100,16 @@ rule normalise_images:
     output:
         npy=f"{DATA}/images/{{size}}px/shard{{shard}}.npy",
         index=f"{DATA}/images/{{size}}px/shard{{shard}}.tsv",
+    log:
+        "logs/normalise_images/{size}px_shard{shard}.log",
+    benchmark:
+        "benchmarks/out/normalise_images/{size}px_shard{shard}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=120,
     params:
         code=library_code("normalise_images"),
         shards=config["normalise"]["shards"],
@@ -110,16 +120,6 @@ rule normalise_images:
         max_bytes=config["normalise"]["max_bytes"],
         canvas=config["normalise"]["canvas"],
         cache_dir="resources/cache/normalised",
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=120,
-    conda:
-        "../envs/data.yaml"
-    log:
-        "logs/normalise_images/{size}px_shard{shard}.log",
-    benchmark:
-        "benchmarks/out/normalise_images/{size}px_shard{shard}.tsv"
     script:
         "../scripts/normalise_images.py"
 
@@ -137,24 +137,30 @@ rule summarise_data:
             f"{DATA}/accounting.tsv",
             caption="../report/accounting.rst",
             category=REPORT_DATA,
-            labels={"result": "accounting: every row of the export, used or dropped", "type": "TSV (download)"},
+            labels={
+                "result": "accounting: every row of the export, used or dropped",
+                "type": "TSV (download)",
+            },
         ),
         accounting_html=report(
             f"{DATA}/report/accounting.html",
             caption="../report/accounting.rst",
             category=REPORT_DATA,
-            labels={"result": "accounting: every row of the export, used or dropped", "type": "table"},
+            labels={
+                "result": "accounting: every row of the export, used or dropped",
+                "type": "table",
+            },
         ),
+    log:
+        "logs/summarise_data.log",
+    # what a user should read first: before any training job that is ready at the same time
+    priority: 100
+    localrule: True
+    conda:
+        "../envs/data.yaml"
     params:
         code=library_code("summarise_data"),
         classes=config["classes"],
         polarity=config["normalise"]["polarity"],
-    # what a user should read first: before any training job that is ready at the same time
-    priority: 100
-    conda:
-        "../envs/data.yaml"
-    log:
-        "logs/summarise_data.log",
-    localrule: True
     script:
         "../scripts/summarise_data.py"

@@ -14,8 +14,19 @@ rule evaluate_model:
         unpack(get_evaluation_inputs),
     output:
         **evaluation_outputs(),
+    log:
+        "logs/evaluate_model/{experiment}.log",
+    benchmark:
+        "benchmarks/out/evaluate_model/{experiment}.tsv"
     wildcard_constraints:
         experiment=one_of(CNN_EXPERIMENTS),
+    conda:
+        GPU_RULES_ENV
+    threads: MODEL_THREADS
+    resources:
+        gpu=gpus("evaluate_model"),
+        mem_mb=8000,
+        runtime=4 * 60,
     params:
         code=library_code("evaluate_model"),
         classes=config["classes"],
@@ -23,17 +34,6 @@ rule evaluate_model:
         batch_size=get_evaluation_batch_size,
         include_augmented=False,
         ece_bins=15,
-    threads: MODEL_THREADS
-    resources:
-        gpu=gpus("evaluate_model"),
-        mem_mb=8000,
-        runtime=4 * 60,
-    conda:
-        GPU_RULES_ENV
-    log:
-        "logs/evaluate_model/{experiment}.log",
-    benchmark:
-        "benchmarks/out/evaluate_model/{experiment}.tsv"
     script:
         "../scripts/evaluate_model.py"
 
@@ -48,24 +48,26 @@ rule evaluate_descriptors:
         export=get_export(),
         extra_objects=f"{DATA}/extra_objects.tsv",
     output:
-        **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search", kind="features"),
+        **evaluation_outputs(
+            "../report/grid_search.rst", "hyper-parameter search", kind="features"
+        ),
+    log:
+        "logs/evaluate_descriptors/{experiment}.log",
+    benchmark:
+        "benchmarks/out/evaluate_descriptors/{experiment}.tsv"
     wildcard_constraints:
         experiment=one_of(DESCRIPTOR_EXPERIMENTS),
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         images=get_display_normalisation(),
         code=library_code("evaluate_descriptors"),
         classes=config["classes"],
         ece_bins=15,
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/evaluate_descriptors/{experiment}.log",
-    benchmark:
-        "benchmarks/out/evaluate_descriptors/{experiment}.tsv"
     script:
         "../scripts/evaluate_descriptors.py"
 
@@ -75,34 +77,46 @@ rule evaluate_deep_features:
     input:
         unpack(get_deep_features_evaluation_inputs),
     output:
-        **evaluation_outputs("../report/grid_search.rst", "hyper-parameter search", kind="features"),
+        **evaluation_outputs(
+            "../report/grid_search.rst", "hyper-parameter search", kind="features"
+        ),
+    log:
+        "logs/evaluate_deep_features/{experiment}.log",
+    benchmark:
+        "benchmarks/out/evaluate_deep_features/{experiment}.tsv"
     wildcard_constraints:
         experiment=one_of(DEEP_FEATURE_EXPERIMENTS),
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
     params:
         code=library_code("evaluate_deep_features"),
         classes=config["classes"],
         cnn=get_deep_features_cnn,
         ece_bins=15,
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=30,
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/evaluate_deep_features/{experiment}.log",
-    benchmark:
-        "benchmarks/out/evaluate_deep_features/{experiment}.tsv"
     script:
         "../scripts/evaluate_deep_features.py"
 
 
 rule make_leaderboard:
     input:
-        test_metrics=expand(f"{EVAL}/{{experiment}}/test/metrics.json", experiment=EVALUATED_EXPERIMENTS),
-        valid_metrics=expand(f"{EVAL}/{{experiment}}/valid/metrics.json", experiment=EVALUATED_EXPERIMENTS),
-        infos=expand(f"{EXP}/{{experiment}}/train_info.json", experiment=EVALUATED_EXPERIMENTS),
-        estimates=expand(f"{EVAL}/{{experiment}}/estimate.json", experiment=ESTIMATED_EXPERIMENTS),
+        test_metrics=expand(
+            f"{EVAL}/{{experiment}}/test/metrics.json",
+            experiment=EVALUATED_EXPERIMENTS,
+        ),
+        valid_metrics=expand(
+            f"{EVAL}/{{experiment}}/valid/metrics.json",
+            experiment=EVALUATED_EXPERIMENTS,
+        ),
+        infos=expand(
+            f"{EXP}/{{experiment}}/train_info.json", experiment=EVALUATED_EXPERIMENTS
+        ),
+        estimates=expand(
+            f"{EVAL}/{{experiment}}/estimate.json", experiment=ESTIMATED_EXPERIMENTS
+        ),
     output:
         html=report(
             f"{EVAL}/leaderboard.html",
@@ -122,16 +136,16 @@ rule make_leaderboard:
             category=REPORT_LEADERBOARD,
             labels={"result": "scores per experiment", "type": "figure"},
         ),
+    log:
+        "logs/make_leaderboard.log",
+    localrule: True
+    conda:
+        "../envs/train.yaml"
     params:
         code=library_code("make_leaderboard"),
         experiments=EVALUATED_EXPERIMENTS,
         estimated=ESTIMATED_EXPERIMENTS,
         settings=get_leaderboard_settings(),
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/make_leaderboard.log",
-    localrule: True
     script:
         "../scripts/make_leaderboard.py"
 
@@ -152,32 +166,41 @@ rule plot_data_summary:
             f"{DATA}/report/objects_per_class.svg",
             caption="../report/objects_per_class.rst",
             category=REPORT_DATA,
-            labels={"result": "objects per class, before and after balancing", "type": "figure"},
+            labels={
+                "result": "objects per class, before and after balancing",
+                "type": "figure",
+            },
         ),
         dropped=report(
             f"{DATA}/report/dropped_rows.svg",
             caption="../report/dropped_rows.rst",
             category=REPORT_DATA,
-            labels={"result": "rows of the export: used or dropped, by reason", "type": "figure"},
+            labels={
+                "result": "rows of the export: used or dropped, by reason",
+                "type": "figure",
+            },
         ),
         splits=report(
             f"{DATA}/report/split_sizes.svg",
             caption="../report/split_sizes.rst",
             category=REPORT_DATA,
-            labels={"result": "train / validation / test split per class", "type": "figure"},
+            labels={
+                "result": "train / validation / test split per class",
+                "type": "figure",
+            },
         ),
+    log:
+        "logs/plot_data_summary.log",
+    # what a user should read first: before any training job that is ready at the same time
+    priority: 100
+    localrule: True
+    conda:
+        "../envs/train.yaml"
     params:
         code=library_code("plot_data_summary"),
         classes=config["classes"],
         cap=config["balance"]["cap"],
         polarity=config["normalise"]["polarity"],
-    # what a user should read first: before any training job that is ready at the same time
-    priority: 100
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/plot_data_summary.log",
-    localrule: True
     script:
         "../scripts/plot_data_summary.py"
 
@@ -198,6 +221,16 @@ rule collect_extra_objects:
     output:
         extra=f"{DATA}/extra_objects.tsv",
         counts=f"{DATA}/natural_counts.tsv",
+    log:
+        "logs/collect_extra_objects.log",
+    benchmark:
+        "benchmarks/out/collect_extra_objects.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         code=library_code("collect_extra_objects"),
         max_per_class=config["decisions"]["max_capped_per_class"],
@@ -205,16 +238,6 @@ rule collect_extra_objects:
         seed=config["split"]["seed"],
         group_by=config["split"]["group_by"],
         holdout=config["split"]["holdout"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
-    conda:
-        "../envs/data.yaml"
-    log:
-        "logs/collect_extra_objects.log",
-    benchmark:
-        "benchmarks/out/collect_extra_objects.tsv"
     script:
         "../scripts/collect_extra_objects.py"
 
@@ -227,6 +250,16 @@ rule normalise_extra_images:
     output:
         npy=f"{DATA}/extra_images/{{size}}px.npy",
         index=f"{DATA}/extra_images/{{size}}px.tsv",
+    log:
+        "logs/normalise_extra_images/{size}px.log",
+    benchmark:
+        "benchmarks/out/normalise_extra_images/{size}px.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=120,
     params:
         code=library_code("normalise_extra_images"),
         threshold=config["normalise"]["threshold"],
@@ -236,16 +269,6 @@ rule normalise_extra_images:
         max_bytes=config["normalise"]["max_bytes"],
         canvas=config["normalise"]["canvas"],
         cache_dir="resources/cache/normalised",
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=120,
-    conda:
-        "../envs/data.yaml"
-    log:
-        "logs/normalise_extra_images/{size}px.log",
-    benchmark:
-        "benchmarks/out/normalise_extra_images/{size}px.tsv"
     script:
         "../scripts/normalise_extra_images.py"
 
@@ -260,8 +283,10 @@ rule evaluate_decisions:
             caption="../report/decisions.rst",
             category="{experiment}",
             subcategory="decisions",
-            labels={"result": "decisions: trust thresholds, natural frequencies, abundances, unknowns",
-                    "type": "page"},
+            labels={
+                "result": "decisions: trust thresholds, natural frequencies, abundances, unknowns",
+                "type": "page",
+            },
         ),
         rule=f"{EVAL}/{{experiment}}/decisions/decisions.json",
         thresholds=report(
@@ -276,7 +301,10 @@ rule evaluate_decisions:
             caption="../report/precision_recall.rst",
             category="{experiment}",
             subcategory="decisions",
-            labels={"result": "precision and recall per class, chosen thresholds", "type": "figure"},
+            labels={
+                "result": "precision and recall per class, chosen thresholds",
+                "type": "figure",
+            },
         ),
         natural_metrics=f"{EVAL}/{{experiment}}/decisions/natural_metrics.json",
         natural_report=f"{EVAL}/{{experiment}}/decisions/natural_classification_report.tsv",
@@ -286,14 +314,20 @@ rule evaluate_decisions:
             caption="../report/natural_confusion.rst",
             category="{experiment}",
             subcategory="decisions",
-            labels={"result": "confusion matrix at natural proportions", "type": "figure"},
+            labels={
+                "result": "confusion matrix at natural proportions",
+                "type": "figure",
+            },
         ),
         abundance=report(
             f"{EVAL}/{{experiment}}/decisions/abundance.tsv",
             caption="../report/abundance.rst",
             category="{experiment}",
             subcategory="decisions",
-            labels={"result": "abundances per sample: true, predicted, adjusted", "type": "TSV (download)"},
+            labels={
+                "result": "abundances per sample: true, predicted, adjusted",
+                "type": "TSV (download)",
+            },
         ),
         abundance_errors=f"{EVAL}/{{experiment}}/decisions/abundance_errors.tsv",
         abundance_fig=report(
@@ -301,7 +335,10 @@ rule evaluate_decisions:
             caption="../report/abundance.rst",
             category="{experiment}",
             subcategory="decisions",
-            labels={"result": "abundances per sample: errors of the counts", "type": "figure"},
+            labels={
+                "result": "abundances per sample: errors of the counts",
+                "type": "figure",
+            },
         ),
         open_set=f"{EVAL}/{{experiment}}/decisions/open_set.tsv",
         open_set_fig=report(
@@ -309,20 +346,31 @@ rule evaluate_decisions:
             caption="../report/open_set.rst",
             category="{experiment}",
             subcategory="decisions",
-            labels={"result": "objects of no configured class (open set)", "type": "figure"},
+            labels={
+                "result": "objects of no configured class (open set)",
+                "type": "figure",
+            },
         ),
-    wildcard_constraints:
-        experiment=one_of(EVALUATED_EXPERIMENTS),
-    params:
-        code=library_code("evaluate_decisions"),
-        decisions={k: config["decisions"][k] for k in ("target_precision", "class_precision", "confidence",
-                                                      "abundance_by", "lineage")},
-    conda:
-        "../envs/train.yaml"
     log:
         "logs/evaluate_decisions/{experiment}.log",
     benchmark:
         "benchmarks/out/evaluate_decisions/{experiment}.tsv"
+    wildcard_constraints:
+        experiment=one_of(EVALUATED_EXPERIMENTS),
     localrule: True
+    conda:
+        "../envs/train.yaml"
+    params:
+        code=library_code("evaluate_decisions"),
+        decisions={
+            k: config["decisions"][k]
+            for k in (
+                "target_precision",
+                "class_precision",
+                "confidence",
+                "abundance_by",
+                "lineage",
+            )
+        },
     script:
         "../scripts/evaluate_decisions.py"

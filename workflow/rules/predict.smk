@@ -15,14 +15,14 @@ rule record_normalisation:
         unpack(get_record_inputs),
     output:
         record=f"{EXP}/{{experiment}}/normalisation.json",
-    params:
-        code=library_code("record_normalisation"),
-        normalisation=get_normalisation_params,
-    conda:
-        "../envs/data.yaml"
     log:
         "logs/record_normalisation/{experiment}.log",
     localrule: True
+    conda:
+        "../envs/data.yaml"
+    params:
+        code=library_code("record_normalisation"),
+        normalisation=get_normalisation_params,
     script:
         "../scripts/record_normalisation.py"
 
@@ -37,19 +37,19 @@ rule predict_images:
         summary=f"{PRED}/{{prediction}}/summary.json",
         trusted=f"{PRED}/{{prediction}}/trusted.tsv",
         to_check=f"{PRED}/{{prediction}}/to_check.tsv",
-    params:
-        code=library_code("predict_images"),
-        job=get_prediction_params,
+    log:
+        "logs/predict_images/{prediction}.log",
+    benchmark:
+        "benchmarks/out/predict_images/{prediction}.tsv"
+    conda:
+        GPU_RULES_ENV
     threads: MODEL_THREADS
     resources:
         gpu=gpus("predict_images"),
         mem_mb=8000,
         runtime=4 * 60,
-    conda:
-        GPU_RULES_ENV
-    log:
-        "logs/predict_images/{prediction}.log",
-    benchmark:
-        "benchmarks/out/predict_images/{prediction}.tsv"
+    params:
+        code=library_code("predict_images"),
+        job=get_prediction_params,
     script:
         "../scripts/predict_images.py"

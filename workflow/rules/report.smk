@@ -13,18 +13,21 @@ rule plot_class_gallery:
             f"{DATA}/report/class_gallery.jpg",
             caption="../report/class_gallery.rst",
             category=REPORT_DATA,
-            labels={"result": "example images of each class, exported and normalised", "type": "figure"},
+            labels={
+                "result": "example images of each class, exported and normalised",
+                "type": "figure",
+            },
         ),
+    log:
+        "logs/plot_class_gallery.log",
+    priority: 100
+    localrule: True
+    conda:
+        "../envs/train.yaml"
     params:
         code=library_code("plot_class_gallery"),
         classes=config["classes"],
         images=get_display_normalisation(),
-    priority: 100
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/plot_class_gallery.log",
-    localrule: True
     script:
         "../scripts/plot_class_gallery.py"
 
@@ -32,9 +35,18 @@ rule plot_class_gallery:
 rule compare_classes:
     """The F1 of every class in every experiment: one heat map (test split) and one table (test and validation)."""
     input:
-        test_reports=expand(f"{EVAL}/{{experiment}}/test/classification_report.tsv", experiment=EVALUATED_EXPERIMENTS),
-        valid_reports=expand(f"{EVAL}/{{experiment}}/valid/classification_report.tsv", experiment=EVALUATED_EXPERIMENTS),
-        valid_metrics=expand(f"{EVAL}/{{experiment}}/valid/metrics.json", experiment=EVALUATED_EXPERIMENTS),
+        test_reports=expand(
+            f"{EVAL}/{{experiment}}/test/classification_report.tsv",
+            experiment=EVALUATED_EXPERIMENTS,
+        ),
+        valid_reports=expand(
+            f"{EVAL}/{{experiment}}/valid/classification_report.tsv",
+            experiment=EVALUATED_EXPERIMENTS,
+        ),
+        valid_metrics=expand(
+            f"{EVAL}/{{experiment}}/valid/metrics.json",
+            experiment=EVALUATED_EXPERIMENTS,
+        ),
     output:
         figure=report(
             f"{EVAL}/per_class_f1.svg",
@@ -48,15 +60,15 @@ rule compare_classes:
             category=REPORT_LEADERBOARD,
             labels={"result": "F1 per class and experiment", "type": "TSV (download)"},
         ),
+    log:
+        "logs/compare_classes.log",
+    localrule: True
+    conda:
+        "../envs/train.yaml"
     params:
         code=library_code("compare_classes"),
         experiments=EVALUATED_EXPERIMENTS,
         classes=config["classes"],
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/compare_classes.log",
-    localrule: True
     script:
         "../scripts/compare_classes.py"
 
@@ -73,7 +85,10 @@ rule report_prediction:
             caption="../report/prediction_summary.rst",
             category=REPORT_PREDICTIONS,
             subcategory="{prediction}",
-            labels={"result": "summary: every input row, objects per class", "type": "table"},
+            labels={
+                "result": "summary: every input row, objects per class",
+                "type": "table",
+            },
         ),
         counts=report(
             f"{PRED}/{{prediction}}/report/predicted_classes.svg",
@@ -87,14 +102,17 @@ rule report_prediction:
             caption="../report/prediction_examples.rst",
             category=REPORT_PREDICTIONS,
             subcategory="{prediction}",
-            labels={"result": "most and least confident objects of each class", "type": "figure"},
+            labels={
+                "result": "most and least confident objects of each class",
+                "type": "figure",
+            },
         ),
-    params:
-        code=library_code("report_prediction"),
-    conda:
-        "../envs/train.yaml"
     log:
         "logs/report_prediction/{prediction}.log",
     localrule: True
+    conda:
+        "../envs/train.yaml"
+    params:
+        code=library_code("report_prediction"),
     script:
         "../scripts/report_prediction.py"

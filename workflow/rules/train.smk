@@ -5,11 +5,11 @@
 rule resolve_weights:
     output:
         "resources/weights/{model}_imagenet_notop.weights.h5",
-    conda:
-        "../envs/train.yaml"
     log:
         "logs/resolve_weights/{model}.log",
     localrule: True
+    conda:
+        "../envs/train.yaml"
     script:
         "../scripts/resolve_weights.py"
 
@@ -30,16 +30,16 @@ rule make_demo_weights:
         export=get_export(),
     output:
         "resources/demo_weights/{model}_seeded_random.weights.h5",
+    log:
+        "logs/make_demo_weights/{model}.log",
+    localrule: True
+    conda:
+        "../envs/train.yaml"
     params:
         code=library_code("make_demo_weights"),
         split=config["split"],
         normalisation=get_demo_weights_normalisation,
         pretext_size=get_demo_weights_pretext_size,
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/make_demo_weights/{model}.log",
-    localrule: True
     script:
         "../scripts/make_demo_weights.py"
 
@@ -56,22 +56,22 @@ rule compute_base_features:
     output:
         features=f"{FEAT}/{{features}}/base.npy",
         index=f"{FEAT}/{{features}}/base.tsv",
+    log:
+        "logs/compute_base_features/{features}.log",
+    benchmark:
+        "benchmarks/out/compute_base_features/{features}.tsv"
     wildcard_constraints:
         features=one_of(BASE_FEATURES),
-    params:
-        code=library_code("compute_base_features"),
-        settings=get_base_features_params,
+    conda:
+        "../envs/train.yaml"
     threads: MODEL_THREADS
     resources:
         gpu=gpus("compute_base_features"),
         mem_mb=8000,
         runtime=4 * 60,
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/compute_base_features/{features}.log",
-    benchmark:
-        "benchmarks/out/compute_base_features/{features}.tsv"
+    params:
+        code=library_code("compute_base_features"),
+        settings=get_base_features_params,
     script:
         "../scripts/compute_base_features.py"
 
@@ -79,8 +79,6 @@ rule compute_base_features:
 rule train_model:
     input:
         unpack(get_training_inputs),
-    wildcard_constraints:
-        experiment=one_of(CNN_EXPERIMENTS),
     output:
         model=f"{EXP}/{{experiment}}/model.keras",
         best=f"{EXP}/{{experiment}}/best.keras",
@@ -88,22 +86,24 @@ rule train_model:
         history=f"{EXP}/{{experiment}}/history.tsv",
         summary=f"{EXP}/{{experiment}}/model_summary.txt",
         info=f"{EXP}/{{experiment}}/train_info.json",
-    params:
-        code=library_code("train_model"),
-        experiment=get_experiment_params,
-        classes=config["classes"],
-        state_dir=get_state_dir,
+    log:
+        "logs/train_model/{experiment}.log",
+    benchmark:
+        "benchmarks/out/train_model/{experiment}.tsv"
+    wildcard_constraints:
+        experiment=one_of(CNN_EXPERIMENTS),
+    conda:
+        GPU_RULES_ENV
     threads: MODEL_THREADS
     resources:
         gpu=gpus("train_model"),
         mem_mb=16000,
         runtime=24 * 60,
-    conda:
-        GPU_RULES_ENV
-    log:
-        "logs/train_model/{experiment}.log",
-    benchmark:
-        "benchmarks/out/train_model/{experiment}.tsv"
+    params:
+        code=library_code("train_model"),
+        experiment=get_experiment_params,
+        classes=config["classes"],
+        state_dir=get_state_dir,
     script:
         "../scripts/train_model.py"
 
@@ -122,23 +122,23 @@ rule train_descriptors:
         grid=f"{EXP}/{{experiment}}/grid.tsv",
         info=f"{EXP}/{{experiment}}/train_info.json",
         valid=f"{EXP}/{{experiment}}/valid_probabilities.tsv",
+    log:
+        "logs/train_descriptors/{experiment}.log",
+    benchmark:
+        "benchmarks/out/train_descriptors/{experiment}.tsv"
     wildcard_constraints:
         experiment=one_of(DESCRIPTOR_EXPERIMENTS),
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         code=library_code("train_descriptors"),
         experiment=get_descriptor_params,
         classes=config["classes"],
         morphometrics=get_morphometrics_params(),
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../envs/train.yaml"
-    log:
-        "logs/train_descriptors/{experiment}.log",
-    benchmark:
-        "benchmarks/out/train_descriptors/{experiment}.tsv"
     script:
         "../scripts/train_descriptors.py"
 
@@ -156,22 +156,22 @@ rule extract_deep_features:
         # the same for the objects training never saw (lokiml.extra_objects), for evaluate_decisions
         extra_features=f"{EXP}/{{experiment}}/penultimate_extra.npy",
         extra_index=f"{EXP}/{{experiment}}/penultimate_extra.tsv",
+    log:
+        "logs/extract_deep_features/{experiment}.log",
+    benchmark:
+        "benchmarks/out/extract_deep_features/{experiment}.tsv"
     wildcard_constraints:
         experiment=one_of(DEEP_FEATURE_CNNS),
-    params:
-        code=library_code("extract_deep_features"),
-        batch_size=get_evaluation_batch_size,
+    conda:
+        GPU_RULES_ENV
     threads: MODEL_THREADS
     resources:
         gpu=get_extraction_gpu,
         mem_mb=8000,
         runtime=4 * 60,
-    conda:
-        GPU_RULES_ENV
-    log:
-        "logs/extract_deep_features/{experiment}.log",
-    benchmark:
-        "benchmarks/out/extract_deep_features/{experiment}.tsv"
+    params:
+        code=library_code("extract_deep_features"),
+        batch_size=get_evaluation_batch_size,
     script:
         "../scripts/extract_deep_features.py"
 
@@ -191,21 +191,21 @@ rule train_deep_features:
         grid=f"{EXP}/{{experiment}}/grid.tsv",
         info=f"{EXP}/{{experiment}}/train_info.json",
         valid=f"{EXP}/{{experiment}}/valid_probabilities.tsv",
-    wildcard_constraints:
-        experiment=one_of(DEEP_FEATURE_EXPERIMENTS),
-    params:
-        code=library_code("train_deep_features"),
-        experiment=get_deep_features_params,
-        classes=config["classes"],
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        "../envs/train.yaml"
     log:
         "logs/train_deep_features/{experiment}.log",
     benchmark:
         "benchmarks/out/train_deep_features/{experiment}.tsv"
+    wildcard_constraints:
+        experiment=one_of(DEEP_FEATURE_EXPERIMENTS),
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        code=library_code("train_deep_features"),
+        experiment=get_deep_features_params,
+        classes=config["classes"],
     script:
         "../scripts/train_deep_features.py"
