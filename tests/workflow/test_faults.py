@@ -43,6 +43,9 @@ pytestmark = pytest.mark.workflow
 
 EXP = "results/experiments/tiny"
 EVAL = "results/evaluation/tiny"
+_WEIGHTS = "resources/demo_weights/mobilenetv2_seeded_random.weights.h5"  # tiny.yaml's
+BASE_FEATURES = (f"results/features/mobilenetv2-mobilenetv2_seeded_random-"
+                 f"{hashlib.sha1(_WEIGHTS.encode()).hexdigest()[:8]}-48px")
 
 # (rule, target: an output of the forced job, glob of the write that is killed, variant). One case per
 # rule of the tiny DAG (`snakemake --configfile config/config.yaml tests/workflow/tiny.yaml -n`);
@@ -69,6 +72,12 @@ CASES = [
     ("plot_class_gallery", "results/data/report/class_gallery.jpg", "results/data/report/class_gallery.jpg", "job"),
     # after per_class_f1.tsv
     ("compare_classes", "results/evaluation/per_class_f1.svg", "results/evaluation/per_class_f1.svg", "power"),
+    # the frozen base's features, computed once (issue 20); key: model, weights file (name + SHA-1 of its path), size
+    ("compute_base_features", f"{BASE_FEATURES}/base.tsv", f"{BASE_FEATURES}/base.tsv", "job"),
+    # the objects training never saw, their images, and the decisions (issue 16)
+    ("collect_extra_objects", "results/data/natural_counts.tsv", "results/data/natural_counts.tsv", "job"),
+    ("normalise_extra_images", "results/data/extra_images/48px.tsv", "results/data/extra_images/48px.tsv", "job"),
+    ("evaluate_decisions", f"{EVAL}/decisions/decisions.json", f"{EVAL}/decisions/decisions.json", "job"),
 ]
 
 # The rules outside the tiny DAG, switched on over tiny.yaml by this extra config file: a descriptors
@@ -324,18 +333,20 @@ def test_keep_going_finishes_independent_experiments(reference, env, tmp_path):
         "experiments:\n"
         "  broken: {model: mobilenetv2, weights: broken.weights.h5, image_size: 48, batch_size: 16, epochs: 2}\n"
         "  forest: {kind: descriptors, classifier: random_forest}\n")
-    # --prioritize: the failing job runs first, so the independent one is left to --keep-going
-    res = run(wd, env, opts=["--keep-going", "--prioritize", "train_model"], configs=["two.yaml"])
+    # The broken file fails where it is first loaded: computing the frozen base's features (issue 20), before
+    # training. --prioritize: the failing job runs first, so the independent one is left to --keep-going
+    res = run(wd, env, opts=["--keep-going", "--prioritize", "compute_base_features"], configs=["two.yaml"])
     assert res.returncode != 0, res.text[-4000:]
     text = res.text
-    failed = text.find("Error in rule train_model")
+    failed = text.find("Error in rule compute_base_features")
     assert failed >= 0, text[-4000:]
     assert "broken" in text[failed:failed + 2000]
     assert text.find("rule evaluate_descriptors:", failed) > failed, "the descriptors experiment was not left to --keep-going"
     for f in ("metrics.json", "predictions.tsv"):
         assert (wd / "results" / "evaluation" / "forest" / "test" / f).is_file(), f
     assert not (wd / "results" / "experiments" / "broken" / "model.keras").exists()
-    log = (wd / "logs" / "train_model" / "broken.log").read_text()
+    (log,) = (wd / "logs" / "compute_base_features").glob("mobilenetv2-broken-*.log")
+    log = log.read_text()
     assert "broken.weights.h5: cannot load it into the MobileNetV2 base" in log, log[-3000:]
 
 

@@ -661,15 +661,6 @@ def get_feature_extraction_inputs(wildcards):
     }
 
 
-def get_extraction_gpu(wildcards):
-    """extract_deep_features runs a network (and needs a GPU slot) unless it reads the base's features."""
-    return (
-        0
-        if base_features_reused(wildcards.experiment)
-        else gpus("extract_deep_features")
-    )
-
-
 def get_deep_features_inputs(wildcards):
     """Inputs of train_deep_features: the features of the experiment's CNN, the descriptors and the split."""
     cnn = config["experiments"][wildcards.experiment]["cnn"]

@@ -166,7 +166,8 @@ rule extract_deep_features:
         GPU_RULES_ENV
     threads: MODEL_THREADS
     resources:
-        gpu=get_extraction_gpu,
+        # a network runs even where the base features are read: the extra objects (issue 16) have none
+        gpu=gpus("extract_deep_features"),
         mem_mb=8000,
         runtime=4 * 60,
     params:

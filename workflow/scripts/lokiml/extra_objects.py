@@ -108,12 +108,18 @@ def _unknown_rows(export_path, ledger: pd.DataFrame, known_ids: set) -> tuple[pd
                 continue
             df = table.df.loc[hit].copy()
             refs, keep = [], []
-            for name, oid in zip(df["img_file_name"].astype(str), df["object_id"].astype(str).str.strip()):
+            # A table without images (issue 17: descriptor experiments only): its unknowns are kept without
+            # an image reference; their descriptors are all a classifier of such an export reads.
+            has_images = "img_file_name" in df.columns
+            names = df["img_file_name"].astype(str) if has_images else [""] * len(df)
+            for name, oid in zip(names, df["object_id"].astype(str).str.strip()):
                 ref, why = "", None
                 if not oid or oid.lower() == "nan":
                     why = "no_object_id"
                 elif oid in seen:
                     why = "duplicate_object_id"
+                elif not has_images:
+                    pass
                 elif not name.strip() or name.strip().lower() == "nan":
                     why = "no_image_name"
                 else:
