@@ -27,7 +27,14 @@ else:
     LIBRARY_DIR = str(
         Path(workflow.source_path("../scripts/lokiml/__init__.py")).parent.parent
     )
-    for _name in ("errors.py", "config.py", "codedigest.py"):
+    # the modules imported at DAG-build time (below), fetched beside the package
+    for _name in (
+        "errors.py",
+        "config.py",
+        "codedigest.py",
+        "export_files.py",
+        "machine.py",
+    ):
         workflow.source_path(f"../scripts/lokiml/{_name}")
     workflow.source_path(
         "../schemas/config.schema.yaml"
