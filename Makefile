@@ -45,7 +45,7 @@ run: $(STAMP)
 
 ## test: the whole test suite (unit, workflow, the benchmarks' smoke runs, SLURM when available)
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -rs tests
+	$(VENV)/bin/python -m pytest -q -rs --durations=30 tests
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -rs tests/unit
