@@ -232,3 +232,38 @@ def test_deep_features_experiment_uses_its_cnn_and_the_descriptors(tmp_path):
     with pytest.raises(InputError, match="another version of the CNN"):
         pr.predict_job(tmp_path / "new", tmp_path / "model.pkl", rec, "t", **out,
                        cnn_model_path=tmp_path / "best.keras")
+
+
+def test_a_descriptors_experiment_on_morphometrics_measures_the_new_images(tmp_path):
+    """Issue 17's descriptors experiments read morpho_* columns that rule compute_morphometrics measured on the
+    training images; no input table has them. Prediction measures them on each object's image, with the same
+    function and settings (the record's threshold and polarity), and learns the classes from them."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from lokiml.morphometrics import FEATURES, MorphoParams, measure_bytes
+
+    truth = make_export(tmp_path / "new", n=30, columns=("object_area",))
+    columns = ["morpho_contrast_mean", "object_area"]  # the grey level of the object, measured; and one of the table
+    params = MorphoParams(threshold=245, polarity="dark")
+    x, y = [], []
+    for i, (oid, c) in enumerate(truth.items()):  # training rows: the same kind of images, measured as in training
+        values, _ = measure_bytes((tmp_path / "new" / "imgs" / f"{oid}.png").read_bytes(), oid, params)
+        x.append([values[FEATURES.index(columns[0])], AREA[c]])
+        y.append(CLASSES.index(c))
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(np.array(x), np.array(y))
+    save_model(tmp_path / "model.pkl", model)
+    write_tsv(tmp_path / "columns.tsv", pd.DataFrame({"column": columns, "used": [1, 1], "reason": ["used"] * 2}))
+    (tmp_path / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES))
+    rec = tmp_path / "normalisation.json"
+    pr.record_normalisation(tmp_path / "model.pkl", tmp_path / "classes.txt", None, rec, "desc", image_size=None,
+                            threshold=245, polarity="dark", bottom_crop=0.0, max_pixels=10**7, kind="descriptors",
+                            columns_path=tmp_path / "columns.tsv")
+    out = outputs(tmp_path / "out")
+    summary = pr.predict_job(tmp_path / "new", tmp_path / "model.pkl", rec, "t", **out)
+    assert summary["counts"]["predicted"] == 30
+    _, df = table_of(out["out_table"])
+    pred = dict(zip(df["object_id"], df["object_annotation_category"]))
+    assert np.mean([pred[o] == c for o, c in truth.items()]) > 0.9
+    # the table's own columns are still required; a folder of images has no object_area
+    with pytest.raises(InputError, match="folder of images has no descriptors"):
+        pr.predict_job(tmp_path / "new" / "imgs", tmp_path / "model.pkl", rec, "t", **outputs(tmp_path / "out2"))

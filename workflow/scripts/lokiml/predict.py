@@ -183,6 +183,7 @@ class Record:
     columns: tuple = ()
     cnn_model_sha1: str | None = None
     max_pixels: int = 100_000_000
+    morpho: object = None  # lokiml.morphometrics.MorphoParams: how morpho_* columns are measured on the images
 
 
 def load_record(path) -> Record:
@@ -208,8 +209,14 @@ def load_record(path) -> Record:
                             canvas=int(d["canvas"]) if d.get("canvas") else None)
     classes = [c["name"] for c in d["classes"]]
     names = [c.get("ecotaxa_name") or c["name"] for c in d["classes"]]
+    morpho = None
+    if kind != "cnn":
+        from .morphometrics import MorphoParams
+
+        morpho = MorphoParams(threshold=int(d["threshold"]), polarity=str(d["polarity"]),
+                              bottom_crop=float(d["bottom_crop"]), max_pixels=int(d["max_pixels"]))
     return Record(params, classes, names, int(d.get("img_rank", 0)), d.get("model_sha1"), kind,
-                  tuple(d.get("columns") or ()), d.get("cnn_model_sha1"), int(d["max_pixels"]))
+                  tuple(d.get("columns") or ()), d.get("cnn_model_sha1"), int(d["max_pixels"]), morpho)
 
 
 # --------------------------------------------------------------------------------------------
@@ -760,7 +767,7 @@ def load_predictor(record: Record, record_path, model_path, cnn_model_path=None,
 
         model = load_model(model_path)
     if record.kind == "descriptors":
-        return DescriptorPredictor(model, record.columns, n_cls, record.max_pixels)
+        return DescriptorPredictor(model, record.columns, n_cls, record.max_pixels, morpho=record.morpho)
     if cnn_model is None:
         if cnn_model_path is None:
             raise InputError(record_path, "a deep_features experiment classifies with its CNN, and no CNN model "
@@ -769,7 +776,8 @@ def load_predictor(record: Record, record_path, model_path, cnn_model_path=None,
         from .evaluate import load_classifier
 
         cnn_model = load_classifier(cnn_model_path)
-    return DeepFeaturesPredictor(cnn_model, model, record.columns, record.params, n_cls, batch_size)
+    return DeepFeaturesPredictor(cnn_model, model, record.columns, record.params, n_cls, batch_size,
+                                 morpho=record.morpho)
 
 
 def predict_job(input_path, model_path, record_path, name: str, out_table, out_zip, out_top3, out_summary,

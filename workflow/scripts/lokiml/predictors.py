@@ -85,6 +85,8 @@ def descriptor_values(items: pd.DataFrame, columns) -> tuple[np.ndarray, list]:
     x = np.full((len(items), len(columns)), np.nan, dtype=np.float64)
     errors: list = [None] * len(items)
     for j, c in enumerate(columns):
+        if EXTRA + c not in items.columns:  # measured from the image (MorphoColumns), not read from the table
+            continue
         x[:, j], bad = to_numbers(items[EXTRA + c])
         for i in np.flatnonzero(bad):
             if errors[i] is None:
@@ -106,24 +108,55 @@ def _check_columns(items: pd.DataFrame, columns, source, experiment_kind: str, i
                               "the training export), or use a CNN experiment")
 
 
+class MorphoColumns:
+    """The ``morpho_*`` columns among an experiment's descriptor columns: measured on each object's image
+    by :mod:`lokiml.morphometrics`, as rule compute_morphometrics measured the training images (issue 17:
+    no input table has them), with the normalisation settings of the record (threshold, polarity,
+    bottom_crop, max_pixels)."""
+
+    def __init__(self, columns, morpho=None):
+        from .morphometrics import NAMES, PREFIX
+
+        self.index = [j for j, c in enumerate(columns) if c.startswith(PREFIX)] if morpho is not None else []
+        self.names = [NAMES.index(columns[j][len(PREFIX):]) for j in self.index]
+        self.table_columns = [c for j, c in enumerate(columns) if j not in set(self.index)]
+        self.params = morpho
+
+    def __bool__(self) -> bool:
+        return bool(self.index)
+
+    def measure(self, data: bytes, ref: str) -> np.ndarray:
+        from .morphometrics import measure_bytes
+
+        values, _status = measure_bytes(data, ref, self.params)  # no object: NaN, as in training
+        return np.asarray(values, dtype=np.float64)[self.names]
+
+    def fill(self, x: np.ndarray, positions: np.ndarray, measured: list) -> None:
+        x[np.ix_(np.asarray(positions), self.index)] = np.stack(measured)
+
+
 class DescriptorPredictor:
     """A scikit-learn classifier on the input table's descriptor columns; images only checked."""
 
     kind = "descriptors"
     needs_pixels = False
 
-    def __init__(self, model, columns, n_classes: int, max_pixels: int = 100_000_000):
+    def __init__(self, model, columns, n_classes: int, max_pixels: int = 100_000_000, morpho=None):
         self.model, self.columns, self.n_classes, self.max_pixels = model, list(columns), int(n_classes), max_pixels
+        self.morpho = MorphoColumns(self.columns, morpho)  # morpho: lokiml.morphometrics.MorphoParams
         self._x = None
 
     def check_input(self, items: pd.DataFrame, source, input_kind: str = "export") -> None:
-        _check_columns(items, self.columns, source, "descriptors", input_kind)
+        if self.morpho.table_columns or not self.morpho:
+            _check_columns(items, self.morpho.table_columns, source, "descriptors", input_kind)
 
     def row_errors(self, items: pd.DataFrame) -> list:
         self._x, errors = descriptor_values(items, self.columns)
         return errors
 
     def load(self, data: bytes, ref: str):
+        if self.morpho:
+            return self.morpho.measure(data, ref)
         # the check of read_export (lokiml.objects.verify_image): decoded at a reduced scale, same pixel limit
         images.decode_grey(data, ref, max_pixels=self.max_pixels, min_size=1)
         return True
@@ -131,6 +164,8 @@ class DescriptorPredictor:
     def classify(self, loaded: list, positions: np.ndarray, items: pd.DataFrame) -> np.ndarray:
         from .descriptors import full_probabilities
 
+        if self.morpho:
+            self.morpho.fill(self._x, positions, loaded)
         return full_probabilities(self.model, self._x[positions], self.n_classes).astype(np.float32)
 
 
@@ -139,17 +174,23 @@ class DeepFeaturesPredictor(CnnPredictor):
 
     kind = "deep_features"
 
-    def __init__(self, cnn_model, pipeline, columns, params: NormParams, n_classes: int, batch_size: int = 64):
+    def __init__(self, cnn_model, pipeline, columns, params: NormParams, n_classes: int, batch_size: int = 64,
+                 morpho=None):
         from .deep_features import penultimate_model
 
         super().__init__(cnn_model, params, n_classes, batch_size)
         self.fmodel = penultimate_model(cnn_model)
         self.pipeline, self.columns = pipeline, list(columns)
+        self.morpho = MorphoColumns(self.columns, morpho)
         self._x = None
 
     def check_input(self, items: pd.DataFrame, source, input_kind: str = "export") -> None:
-        if self.columns:
-            _check_columns(items, self.columns, source, "deep_features", input_kind)
+        if self.morpho.table_columns:
+            _check_columns(items, self.morpho.table_columns, source, "deep_features", input_kind)
+
+    def load(self, data: bytes, ref: str):
+        image = super().load(data, ref)
+        return (image, self.morpho.measure(data, ref)) if self.morpho else image
 
     def row_errors(self, items: pd.DataFrame) -> list:
         if not self.columns:
@@ -161,6 +202,9 @@ class DeepFeaturesPredictor(CnnPredictor):
     def classify(self, loaded: list, positions: np.ndarray, items: pd.DataFrame) -> np.ndarray:
         from .descriptors import full_probabilities
 
+        if self.morpho:
+            self.morpho.fill(self._x, positions, [m for _, m in loaded])
+            loaded = [image for image, _ in loaded]
         x = np.stack(loaded)[..., None]
         feats = self._batches(self.fmodel, x, int(self.fmodel.output.shape[-1]))
         design = np.hstack([feats, self._x[positions].astype(np.float32)])
