@@ -114,7 +114,15 @@ SHARDS = list(range(config["normalise"]["shards"]))
 # never shared); on a machine without GPUs it holds none, so model jobs run side by side, as many as
 # the cores allow (benchmarks/bench_demo_parallel.py).
 MODEL_THREADS = 4
-MODEL_GPU = 1 if (local_gpu_count() > 0 or not workflow.local_exec) else 0
+LOCAL_GPUS = local_gpu_count()
+
+
+def model_gpu(wildcards):
+    """1 where jobs go to a cluster or this machine has GPUs, else 0. A function, evaluated when the DAG
+    is built: while the Snakefile is parsed no executor is set yet, so workflow.local_exec is always true
+    then (a SLURM run submitted its model jobs without --gpus, test_slurm_submit showed it).
+    """
+    return 1 if (LOCAL_GPUS > 0 or not workflow.local_exec) else 0
 
 
 wildcard_constraints:
@@ -139,7 +147,7 @@ def gpus(rule):
     gres = getattr(
         gres, "raw", gres
     )  # a parsed Resource (its text as given) or a plain value
-    return 0 if gres and "gpu" in str(gres) else MODEL_GPU
+    return 0 if gres and "gpu" in str(gres) else model_gpu
 
 
 def get_display_normalisation():
