@@ -186,7 +186,9 @@ def content(wd, rel, check_sha1=True):
         return {k: v for k, v in info.items() if k not in TIMED_INFO_KEYS}
     if name == "normalisation.json":
         record = json.loads(data)
-        assert not check_sha1 or record["model_sha1"] == hashlib.sha1((path.parent / "best.keras").read_bytes()).hexdigest(), rel
+        # the model the record belongs to: best.keras (CNN), model.pkl (descriptors, deep features; issue 16)
+        model = path.parent / ("best.keras" if record.get("kind", "cnn") == "cnn" else "model.pkl")
+        assert not check_sha1 or record["model_sha1"] == hashlib.sha1(model.read_bytes()).hexdigest(), rel
         return {k: v for k, v in record.items() if k != "model_sha1"}
     if name in DURATIONS_IN_TEXT:
         return DURATION.sub("# s", data.decode())
