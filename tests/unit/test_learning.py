@@ -191,7 +191,7 @@ def test_a_cnn_trained_from_scratch_with_the_seeds_settings_learns(tmp_path):
     images: with precise BN it learns; the diagnostics stay silent."""
     data = make_store(tmp_path / "data", size=32, per_class=(24, 8, 10), seed=3)
     out = outputs(tmp_path / "exp")
-    params = {"model": "resnet50", "weights": "none", "image_size": 32, "batch_size": 8, "epochs": 6,
+    params = {"model": "smallcnn", "weights": "none", "image_size": 32, "batch_size": 8, "epochs": 6,
               "optimizer": "rmsprop", "learning_rate": 1e-3, "seed": 1, "early_stopping": None}
     info = train.train_experiment(data["split_path"], data["store_npys"], data["store_indexes"], CLASSES,
                                   params=params, threads=2, **out)
@@ -211,7 +211,7 @@ def test_the_recipe_options_train_and_learn(tmp_path):
     """AdamW, warm-up + cosine, label smoothing, balanced class weights, BN momentum auto, augmentation."""
     data = make_store(tmp_path / "data", size=32, per_class=(24, 8, 10), seed=4)
     out = outputs(tmp_path / "exp")
-    params = {"model": "resnet50", "weights": "none", "image_size": 32, "batch_size": 8, "epochs": 6,
+    params = {"model": "smallcnn", "weights": "none", "image_size": 32, "batch_size": 8, "epochs": 6,
               "optimizer": "adamw", "learning_rate": 2e-3, "weight_decay": 1e-4, "schedule": "cosine",
               "warmup_epochs": 1, "label_smoothing": 0.1, "class_weight": "balanced",
               "batchnorm": {"momentum": "auto"}, "augment": {"flip": True, "rotation": 180, "zoom": 0.0,

@@ -56,6 +56,8 @@ def test_registry_modes_and_sizes_agree_with_keras():
     assert len(names) >= 30
     for name in names:
         bb = models.get_backbone(name)
+        if bb.module == models.__name__:  # lokiml's own (smallcnn): its mode is the model's own layer's
+            continue
         assert models._probe_mode(bb.module) == bb.mode, name
     assert models.get_backbone("inceptionv3").min_size == 75
     assert models.get_backbone("xception").min_size == 71
