@@ -50,7 +50,7 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["Snakefile", "config", "workflow", "profiles"]
+COPY = ["config", "workflow", "profiles"]  # workflow/Snakefile: the catalog layout (issue 18)
 MODEL_RULES = {"train_model", "evaluate_model", "extract_deep_features", "predict_images", "compute_base_features"}
 SMOKE_SECONDS = {"train_model": 60.0, "evaluate_model": 15.0, "normalise_images": 4.0, "read_export": 3.0,
                  "extract_deep_features": 10.0, "compute_base_features": 20.0}  # --smoke: made-up CPU seconds
