@@ -122,7 +122,20 @@ def model_gpu(wildcards):
     is built: while the Snakefile is parsed no executor is set yet, so workflow.local_exec is always true
     then (a SLURM run submitted its model jobs without --gpus, test_slurm_submit showed it).
     """
-    return 1 if (LOCAL_GPUS > 0 or not workflow.local_exec) else 0
+    return 1 if (LOCAL_GPUS > 0 or not workflow.local_exec or dry_run_for_a_cluster()) else 0
+
+
+def dry_run_for_a_cluster():
+    """True in a dry run (-n) of a profile with a cluster executor (profiles/slurm -n).
+
+    A dry run replaces the executor by the local `dryrun` one, so workflow.local_exec is true there too,
+    and the dry run would show gpu=0 where the real run asks for one (tests/slurm: test_cluster_profile_
+    gives_the_gpu_rules_a_gpu). Snakemake keeps no public record of the intended executor; what it does
+    keep is execution_settings.use_threads, which it forces on (on POSIX) exactly when the intended
+    executor is not local (snakemake.api.DAGApi.execute_workflow), or when --force-use-threads is given.
+    """
+    settings = getattr(workflow, "execution_settings", None)
+    return bool(workflow.dryrun and settings is not None and settings.use_threads and os.name == "posix")
 
 
 wildcard_constraints:
