@@ -122,7 +122,11 @@ def model_gpu(wildcards):
     is built: while the Snakefile is parsed no executor is set yet, so workflow.local_exec is always true
     then (a SLURM run submitted its model jobs without --gpus, test_slurm_submit showed it).
     """
-    return 1 if (LOCAL_GPUS > 0 or not workflow.local_exec or dry_run_for_a_cluster()) else 0
+    return (
+        1
+        if (LOCAL_GPUS > 0 or not workflow.local_exec or dry_run_for_a_cluster())
+        else 0
+    )
 
 
 def dry_run_for_a_cluster():
@@ -135,7 +139,12 @@ def dry_run_for_a_cluster():
     executor is not local (snakemake.api.DAGApi.execute_workflow), or when --force-use-threads is given.
     """
     settings = getattr(workflow, "execution_settings", None)
-    return bool(workflow.dryrun and settings is not None and settings.use_threads and os.name == "posix")
+    return bool(
+        workflow.dryrun
+        and settings is not None
+        and settings.use_threads
+        and os.name == "posix"
+    )
 
 
 wildcard_constraints:
