@@ -19,6 +19,14 @@ Needs the data of a demo run (``results/data`` with ``split.tsv`` and the image 
     .venv/bin/python benchmarks/diagnose_demo_weights.py --data results/data --model inceptionv3 --size 96 \\
         --pretext-size 75 --epochs 6 --batch 16 --at 2,4,6
 
+With ``--weights FILE`` (a stand-in written by rule ``make_demo_weights``, already calibrated) no pretext
+runs: the file's base is judged as it is, by the logistic regression and by the demo's head on the raw
+features, on each feature divided by its standard deviation over the training images (what rescaling the
+base's last BatchNorm layers could do) and on standardised features (an affine map the base cannot apply)::
+
+    .venv/bin/python benchmarks/diagnose_demo_weights.py --data results/data --model resnet101 --size 96 \
+        --weights resources/demo_weights/resnet101_seeded_random.weights.h5
+
 Figures: README, "The demo's figures". One JSON line per judged epoch, also appended to ``--out``.
 """
 
@@ -98,6 +106,53 @@ def judge(model_name, base_weights, parts, calib, n_classes, size, head_epochs):
     return out, full, base
 
 
+def head_f1(model_name, n_classes, size, feats, ys, head_epochs, seed=1) -> dict:
+    """The demo's head (dropout 0.4 + softmax, RMSprop 1e-3, batch 32) trained on ``feats``; the checkpoint
+    of the lowest validation loss, as best.keras; macro F1 on valid and test."""
+    import keras
+
+    from lokiml import models
+
+    full, _ = models.build_model(model_name, n_classes, size, None, seed=seed)
+    head = models.head_model(full)
+    models.compile_model(head, "rmsprop", 1e-3)
+    best = [np.inf, None]
+
+    class Best(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs["val_loss"] < best[0]:
+                best[:] = [logs["val_loss"], head.get_weights()]
+
+    head.fit(feats["train"], ys["train"], batch_size=32, epochs=head_epochs, verbose=0, shuffle=True,
+             validation_data=(feats["valid"], ys["valid"]), callbacks=[Best()])
+    head.set_weights(best[1])
+    return {s: macro_f1(ys[s], head.predict(feats[s], verbose=0).argmax(1)) for s in ("valid", "test")}
+
+
+def judge_file(model_name, weights_path, parts, n_classes, size, head_epochs) -> dict:
+    """A stand-in weights file as the frozen-base experiments use it (no calibration: the file is calibrated)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from lokiml import models
+
+    full, _ = models.build_model(model_name, n_classes, size, weights_path, seed=1)
+    fm = models.feature_model(full)
+    feats = {s: fm.predict(x, batch_size=64, verbose=0) for s, (x, _) in parts.items()}
+    ys = {s: y for s, (_, y) in parts.items()}
+    mean, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
+    sc = StandardScaler().fit(feats["train"])
+    lr = LogisticRegression(max_iter=3000).fit(sc.transform(feats["train"]), ys["train"])
+    return {"weights": str(weights_path),
+            "feature_mean": round(float(mean.mean()), 4), "feature_sd": round(float(sd.mean()), 4),
+            "logreg": {s: macro_f1(ys[s], lr.predict(sc.transform(feats[s]))) for s in ("valid", "test")},
+            "head_raw": head_f1(model_name, n_classes, size, feats, ys, head_epochs),
+            "head_scaled": head_f1(model_name, n_classes, size, {k: v / sd for k, v in feats.items()}, ys,
+                                   head_epochs),
+            "head_standardised": head_f1(model_name, n_classes, size,
+                                         {k: (v - mean) / sd for k, v in feats.items()}, ys, head_epochs)}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="results/data")
@@ -115,6 +170,7 @@ def main(argv=None) -> None:
     ap.add_argument("--fine-tune", type=int, default=0, help="layers to fine-tune after the last judged epoch")
     ap.add_argument("--fine-tune-lr", type=float, default=1e-4)
     ap.add_argument("--fine-tune-epochs", type=int, default=3)
+    ap.add_argument("--weights", default=None, help="judge this stand-in weights file as it is (no pretext)")
     ap.add_argument("--out", default="benchmarks/out/diagnose_demo_weights.jsonl")
     a = ap.parse_args(argv)
     import keras
@@ -123,6 +179,14 @@ def main(argv=None) -> None:
     from lokiml.demo_weights import make_demo_weights, pretext_images
 
     parts, calib, n_classes = load_parts(a.data, a.size)
+    if a.weights:
+        rec = judge_file(a.model, a.weights, parts, n_classes, a.size, a.head_epochs)
+        rec.update(model=a.model, size=a.size)
+        print(json.dumps(rec), flush=True)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(a.out, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        return
     at = {int(x) for x in a.at.split(",") if x} or {a.epochs}
     psize = a.pretext_size or a.size
     xv, yv = pretext_images(20, psize, 1001)

@@ -174,8 +174,8 @@ def inspect(backend: str | None = None, driver: bool = True) -> dict:
 def gpu_install_hint(backend: str) -> str:
     if backend == "tensorflow":
         return (f"install the CUDA build: .venv/bin/pip install 'tensorflow[and-cuda]=={TENSORFLOW_VERSION}' "
-                "(make install-gpu does it), or use the conda environment workflow/envs/train-gpu.yaml "
-                "(--sdm conda with --set-conda-env ... see README, 'GPU')")
+                "(`make install GPU=1` does it), or use the conda environment workflow/envs/train-gpu.yaml "
+                "(--sdm conda with the config's device: {conda_env: gpu}; README, 'GPUs, backends, precision')")
     if backend == "jax":
         return f"install JAX's CUDA plugin: .venv/bin/pip install 'jax[cuda12]=={JAX_VERSION}'"
     return "install a CUDA build of torch (https://pytorch.org/get-started/locally/)"
