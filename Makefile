@@ -43,12 +43,9 @@ run: $(STAMP)
 	@echo "Done. The report: $(CURDIR)/results/report.html (open it in a web browser)."
 	@echo "Start with its 1. Leaderboard and 2. Data pages; logs are in logs/, results in results/."
 
-## test: the whole test suite (unit, workflow, the benchmarks' smoke runs, SLURM when available), in
-## TEST_WORKERS processes (pytest-xdist), each test file in one process: the suite keeps one of two cores busy
-## on average (much of it waits on Snakemake and SLURM), so two processes cut its wall time on 2 cores.
-TEST_WORKERS ?= 2
+## test: the whole test suite (unit, workflow, the benchmarks' smoke runs, SLURM when available)
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -rs --durations=30 -n $(TEST_WORKERS) --dist loadfile tests
+	$(VENV)/bin/python -m pytest -q -rs --durations=30 tests
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -rs tests/unit
