@@ -24,7 +24,7 @@ runs: the file's base is judged as it is, by the logistic regression and by the 
 features, on each feature divided by its standard deviation over the training images (what rescaling the
 base's last BatchNorm layers could do) and on standardised features (an affine map the base cannot apply)::
 
-    .venv/bin/python benchmarks/diagnose_demo_weights.py --data results/data --model resnet101 --size 96 \
+    .venv/bin/python benchmarks/diagnose_demo_weights.py --data results/data --model resnet101 --size 96 \\
         --weights resources/demo_weights/resnet101_seeded_random.weights.h5
 
 Figures: README, "The demo's figures". One JSON line per judged epoch, also appended to ``--out``.
@@ -72,10 +72,6 @@ def macro_f1(y, pred) -> float:
 
 def judge(model_name, base_weights, parts, calib, n_classes, size, head_epochs):
     """logreg and demo-head F1 of a base with ``base_weights`` (any size), calibrated on ``calib``."""
-    import keras
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     from lokiml import bn, models
 
     full, base = models.build_model(model_name, n_classes, size, None, seed=1)
@@ -86,9 +82,29 @@ def judge(model_name, base_weights, parts, calib, n_classes, size, head_epochs):
     fm = models.feature_model(full)
     feats = {s: fm.predict(x, batch_size=64, verbose=0) for s, (x, _) in parts.items()}
     ys = {s: y for s, (_, y) in parts.items()}
+    out = {"logreg": logreg_f1(feats, ys)}
+    out["head"], out["head_best_epoch"], out["head_train_accuracy"] = head_f1(full, feats, ys, head_epochs)
+    return out, full, base
+
+
+def logreg_f1(feats, ys) -> dict:
+    """A logistic regression on standardised features (what they can give a linear head): macro F1."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     sc = StandardScaler().fit(feats["train"])
     lr = LogisticRegression(max_iter=3000).fit(sc.transform(feats["train"]), ys["train"])
-    out = {"logreg": {s: macro_f1(ys[s], lr.predict(sc.transform(feats[s]))) for s in ("valid", "test")}}
+    return {s: macro_f1(ys[s], lr.predict(sc.transform(feats[s]))) for s in ("valid", "test")}
+
+
+def head_f1(full, feats, ys, head_epochs):
+    """``full``'s own head (the demo's: dropout 0.4 + softmax, RMSprop 1e-3, batch 32) trained on ``feats``, set
+    to the checkpoint of the lowest validation loss, as best.keras: (macro F1 on valid and test, that
+    checkpoint's epoch, training accuracy of the last epoch)."""
+    import keras
+
+    from lokiml import models
+
     head = models.head_model(full)
     models.compile_model(head, "rmsprop", 1e-3)
     best = [np.inf, None, 0]
@@ -101,39 +117,12 @@ def judge(model_name, base_weights, parts, calib, n_classes, size, head_epochs):
     hist = head.fit(feats["train"], ys["train"], batch_size=32, epochs=head_epochs, verbose=0, shuffle=True,
                     validation_data=(feats["valid"], ys["valid"]), callbacks=[Best()]).history
     head.set_weights(best[1])
-    out["head"] = {s: macro_f1(ys[s], head.predict(feats[s], verbose=0).argmax(1)) for s in ("valid", "test")}
-    out["head_best_epoch"], out["head_train_accuracy"] = best[2], round(float(hist["accuracy"][-1]), 3)
-    return out, full, base
-
-
-def head_f1(model_name, n_classes, size, feats, ys, head_epochs, seed=1) -> dict:
-    """The demo's head (dropout 0.4 + softmax, RMSprop 1e-3, batch 32) trained on ``feats``; the checkpoint
-    of the lowest validation loss, as best.keras; macro F1 on valid and test."""
-    import keras
-
-    from lokiml import models
-
-    full, _ = models.build_model(model_name, n_classes, size, None, seed=seed)
-    head = models.head_model(full)
-    models.compile_model(head, "rmsprop", 1e-3)
-    best = [np.inf, None]
-
-    class Best(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if logs["val_loss"] < best[0]:
-                best[:] = [logs["val_loss"], head.get_weights()]
-
-    head.fit(feats["train"], ys["train"], batch_size=32, epochs=head_epochs, verbose=0, shuffle=True,
-             validation_data=(feats["valid"], ys["valid"]), callbacks=[Best()])
-    head.set_weights(best[1])
-    return {s: macro_f1(ys[s], head.predict(feats[s], verbose=0).argmax(1)) for s in ("valid", "test")}
+    f1 = {s: macro_f1(ys[s], head.predict(feats[s], verbose=0).argmax(1)) for s in ("valid", "test")}
+    return f1, best[2], round(float(hist["accuracy"][-1]), 3)
 
 
 def judge_file(model_name, weights_path, parts, n_classes, size, head_epochs) -> dict:
     """A stand-in weights file as the frozen-base experiments use it (no calibration: the file is calibrated)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     from lokiml import models
 
     full, _ = models.build_model(model_name, n_classes, size, weights_path, seed=1)
@@ -141,16 +130,17 @@ def judge_file(model_name, weights_path, parts, n_classes, size, head_epochs) ->
     feats = {s: fm.predict(x, batch_size=64, verbose=0) for s, (x, _) in parts.items()}
     ys = {s: y for s, (_, y) in parts.items()}
     mean, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
-    sc = StandardScaler().fit(feats["train"])
-    lr = LogisticRegression(max_iter=3000).fit(sc.transform(feats["train"]), ys["train"])
+
+    def head(transform):  # a fresh head (same seed, same initial weights) on each form of the features
+        fresh, _ = models.build_model(model_name, n_classes, size, None, seed=1)
+        return head_f1(fresh, {k: transform(v) for k, v in feats.items()}, ys, head_epochs)[0]
+
     return {"weights": str(weights_path),
             "feature_mean": round(float(mean.mean()), 4), "feature_sd": round(float(sd.mean()), 4),
-            "logreg": {s: macro_f1(ys[s], lr.predict(sc.transform(feats[s]))) for s in ("valid", "test")},
-            "head_raw": head_f1(model_name, n_classes, size, feats, ys, head_epochs),
-            "head_scaled": head_f1(model_name, n_classes, size, {k: v / sd for k, v in feats.items()}, ys,
-                                   head_epochs),
-            "head_standardised": head_f1(model_name, n_classes, size,
-                                         {k: (v - mean) / sd for k, v in feats.items()}, ys, head_epochs)}
+            "logreg": logreg_f1(feats, ys),
+            "head_raw": head(lambda v: v),
+            "head_scaled": head(lambda v: v / sd),
+            "head_standardised": head(lambda v: (v - mean) / sd)}
 
 
 def main(argv=None) -> None:
